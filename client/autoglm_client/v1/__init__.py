@@ -1,0 +1,1 @@
+"""Generated code of the autoglm.v1 protos (scripts/generate_protos.py); do not edit."""

@@ -1,0 +1,34 @@
+"""Names and ports that other artifacts (mesh/, vault/, the SDK) must agree with.
+
+The mesh tests import this module, so a probe or port in mesh/ that drifts from what the daemon
+really serves fails the suite.
+"""
+
+from __future__ import annotations
+
+from autoglm_client.v1 import generation_pb2
+
+# The gRPC service name that readiness is reported under (grpc.health.v1).
+GENERATION_SERVICE_NAME: str = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
+READINESS_SERVICE: str = GENERATION_SERVICE_NAME
+# Liveness is reported under the empty service name, as grpc.health.v1 defines for the whole server.
+LIVENESS_SERVICE: str = ""
+
+DEFAULT_GRPC_PORT = 50051
+DEFAULT_ADMIN_PORT = 9090
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+DEFAULT_ADMIN_LISTEN = f"127.0.0.1:{DEFAULT_ADMIN_PORT}"
+
+# Paths served on the admin HTTP port.
+METRICS_PATH = "/metrics"
+JWKS_PATH = "/.well-known/jwks.json"
+
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+
+# Scopes a JWT's `scope` claim must hold for each RPC (configurable in settings).
+SCOPE_GENERATE = "generate"
+SCOPE_MODELS_READ = "models:read"
+
+# RPCs that bypass authentication and load shedding.
+HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_SERVICE_PREFIX = "/grpc.reflection."
