@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from autoglm_server.engine.types import EngineStats, GenerationDelta, GenerationRequest, ModelDescription
@@ -11,19 +11,22 @@ from autoglm_server.engine.types import EngineStats, GenerationDelta, Generation
 class Engine(Protocol):
     """An engine generates for many requests at once.
 
-    `generate` raises an `autoglm_server.errors.AutoglmError` subclass when the request cannot be
-    admitted (overload, too large); closing the returned iterator early (client cancel, deadline)
-    aborts the request and frees its slot.
+    `submit` admits a request or raises an `autoglm_server.errors.AutoglmError` subclass at once
+    (OverloadedError with a retry estimate, RequestTooLargeError). The returned iterator yields the
+    request's deltas; the last one has finish_reason set. If the request fails inside the engine
+    (deadline, out of memory, engine death) the iterator raises the matching AutoglmError.
+    Closing the iterator early (client cancel) aborts the request and frees its slot at the next step.
     """
 
     @property
-    def model(self) -> ModelDescription: ...
+    def model(self) -> ModelDescription:
+        """What is served; valid once start() returned."""
 
     async def start(self) -> None:
         """Load the model and run a warm-up step; return when ready to serve."""
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
-        """Stream the deltas of one request; the last one has finish_reason set."""
+    async def submit(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Admit a request (or raise at once) and return its stream of deltas."""
 
     def abort(self, request_id: str) -> None:
         """Stop a request wherever it is (queued or running); idempotent."""
@@ -33,6 +36,9 @@ class Engine(Protocol):
 
     def stats(self) -> EngineStats:
         """A snapshot of running, waiting and reserved work."""
+
+    def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:
+        """Call listener (from any thread) if the engine loop dies; the daemon then exits non-zero."""
 
     async def shutdown(self) -> None:
         """Stop the engine loop and free the model."""
