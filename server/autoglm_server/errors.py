@@ -98,3 +98,11 @@ class EngineFailedError(AutoglmError):
     """The engine loop died; the process is about to exit so that it is restarted."""
 
     code = grpc.StatusCode.INTERNAL
+
+
+class StartupError(Exception):
+    """The daemon cannot start (model not found, port taken, bad settings).
+
+    Not an AutoglmError: no client ever sees it. main() prints its message alone, without a
+    traceback, and exits non-zero.
+    """

@@ -24,3 +24,30 @@ class EngineSettings(BaseModel):
     default_max_new_tokens: int = Field(256, ge=1, description="max_new_tokens when a request leaves it unset")
     max_stop_strings: int = Field(16, ge=0, description="most stop strings per request")
     max_stop_string_bytes: int = Field(256, ge=1, description="longest stop string, in UTF-8 bytes")
+    max_running: int = Field(32, ge=1, description="most requests decoding together (batch rows)")
+    max_waiting: int = Field(256, ge=0, description="most admitted requests waiting for a batch row")
+    max_waiting_per_tenant: int = Field(
+        0, ge=0, description="most waiting requests of one tenant (0: same as --max-waiting)"
+    )
+    max_batch_tokens: int = Field(
+        0,
+        ge=0,
+        description="KV budget in tokens (prompt + max_new_tokens) reserved over all running requests;"
+        " 0 sizes it: max-running x context on CPU, from free memory on CUDA",
+    )
+    max_queue_time: float = Field(
+        30.0, gt=0, description="seconds a request may wait for a batch row before RESOURCE_EXHAUSTED"
+    )
+    max_running_per_tenant: int = Field(
+        0, ge=0, description="most running requests of one tenant (0: no limit beyond --max-running)"
+    )
+    max_prefill_tokens: int = Field(
+        4096, ge=1, description="most prompt tokens prefilled in one engine step (at least one request)"
+    )
+    max_context_length: int = Field(
+        0, ge=0, description="context limit in tokens (0: the model's max_position_embeddings)"
+    )
+    gpu_memory_fraction: float = Field(
+        0.9, gt=0, le=1, description="share of the GPU's memory this process may use (CUDA only)"
+    )
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch's default)")

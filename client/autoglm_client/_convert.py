@@ -1,0 +1,172 @@
+"""The only place in the SDK that turns arguments into protobuf messages and messages into value types."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from autoglm_client.types import (
+    Chunk,
+    Finished,
+    FinishReason,
+    GenerateEvent,
+    GenerationResult,
+    ModelInfo,
+    Started,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+from autoglm_client.v1 import generation_pb2 as pb
+
+_FINISH_PREFIX = "FINISH_REASON_"
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Everything `generate()` takes besides the prompt and the timeout."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: Sequence[str] = ()
+    stop_token_ids: Sequence[int] = ()
+    request_id: str = ""
+    priority: int = 0
+    logprobs: bool = False
+    top_logprobs: int = 0
+    ignore_eos: bool = False
+
+
+def generate_request(prompt: str | Sequence[int], options: GenerateOptions) -> pb.GenerateRequest:
+    """Build a GenerateRequest; the server validates ranges and answers INVALID_ARGUMENT."""
+    if isinstance(prompt, bytes | bytearray):
+        raise TypeError("prompt must be str or a sequence of token ids, not bytes")
+    request = pb.GenerateRequest(
+        stop=[options.stop] if isinstance(options.stop, str) else list(options.stop),
+        stop_token_ids=list(options.stop_token_ids),
+        request_id=options.request_id,
+        priority=options.priority,
+        logprobs=options.logprobs,
+        top_logprobs=options.top_logprobs,
+        ignore_eos=options.ignore_eos,
+    )
+    if isinstance(prompt, str):
+        request.text = prompt
+    else:
+        request.token_ids.ids.extend(int(i) for i in prompt)
+        request.token_ids.SetInParent()  # an empty id list is still "ids given": the server says why it is bad
+    if options.max_new_tokens is not None:
+        request.max_new_tokens = options.max_new_tokens
+    sampling = request.sampling
+    if options.temperature is not None:
+        sampling.temperature = options.temperature
+    if options.top_p is not None:
+        sampling.top_p = options.top_p
+    if options.top_k is not None:
+        sampling.top_k = options.top_k
+    if options.repetition_penalty is not None:
+        sampling.repetition_penalty = options.repetition_penalty
+    if options.seed is not None:
+        sampling.seed = options.seed
+    return request
+
+
+def finish_reason(value: int) -> FinishReason:
+    name = pb.FinishReason.Name(value) if value in pb.FinishReason.values() else "FINISH_REASON_UNSPECIFIED"
+    return FinishReason(name.removeprefix(_FINISH_PREFIX).lower())
+
+
+def _usage(message: pb.Usage) -> Usage:
+    return Usage(
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        queue_time_ms=message.queue_time_ms,
+        time_to_first_token_ms=message.time_to_first_token_ms,
+    )
+
+
+def _logprob(message: pb.TokenLogprob) -> TokenLogprob:
+    top = tuple(TopLogprob(token_id=t.token_id, logprob=t.logprob) for t in message.top_logprobs)
+    return TokenLogprob(token_id=message.token_id, logprob=message.logprob, top_logprobs=top)
+
+
+def event(message: pb.GenerateResponse) -> GenerateEvent | None:
+    """The value type of one stream message; None for a kind this SDK does not know (a newer server)."""
+    kind = message.WhichOneof("kind")
+    if kind == "chunk":
+        chunk = message.chunk
+        return Chunk(
+            text=chunk.text,
+            token_ids=tuple(chunk.token_ids),
+            logprobs=tuple(_logprob(lp) for lp in chunk.logprobs),
+        )
+    if kind == "started":
+        started = message.started
+        return Started(
+            request_id=started.request_id, prompt_tokens=started.prompt_tokens, model_id=started.model_id
+        )
+    if kind == "finished":
+        finished = message.finished
+        return Finished(
+            finish_reason=finish_reason(finished.finish_reason),
+            usage=_usage(finished.usage),
+            matched_stop=finished.matched_stop,
+        )
+    return None
+
+
+class ResultBuilder:
+    """Folds a stream's events into one GenerationResult."""
+
+    def __init__(self) -> None:
+        self.request_id = ""
+        self._text: list[str] = []
+        self._ids: list[int] = []
+        self._logprobs: list[TokenLogprob] = []
+        self.finished: Finished | None = None
+
+    def add(self, item: GenerateEvent) -> None:
+        if isinstance(item, Started):
+            self.request_id = item.request_id
+        elif isinstance(item, Chunk):
+            self._text.append(item.text)
+            self._ids.extend(item.token_ids)
+            self._logprobs.extend(item.logprobs)
+        else:
+            self.finished = item
+
+    def result(self) -> GenerationResult | None:
+        if self.finished is None:
+            return None
+        return GenerationResult(
+            text="".join(self._text),
+            token_ids=tuple(self._ids),
+            finish_reason=self.finished.finish_reason,
+            usage=self.finished.usage,
+            request_id=self.request_id,
+            matched_stop=self.finished.matched_stop,
+            logprobs=tuple(self._logprobs),
+        )
+
+
+def model_info(message: pb.ModelInfo) -> ModelInfo:
+    return ModelInfo(
+        model_id=message.model_id,
+        revision=message.revision,
+        model_version=message.model_version,
+        max_context_length=message.max_context_length,
+        eos_token_ids=tuple(message.eos_token_ids),
+        dtype=message.dtype,
+        device=message.device,
+        server_version=message.server_version,
+        vocab_size=message.vocab_size,
+        architecture=message.architecture,
+        max_new_tokens_limit=message.max_new_tokens_limit,
+        auth_enabled=message.auth_enabled,
+        warnings=tuple(message.warnings),
+    )
+

@@ -1,0 +1,231 @@
+"""Builds the daemon and owns its lifecycle: start-up and the shutdown sequence.
+
+Start-up: bind the gRPC server (health says NOT_SERVING), start the admin server, load and warm
+the engine, then report SERVING. Shutdown on SIGTERM/SIGINT: readiness NOT_SERVING at once, new
+calls get UNAVAILABLE, in-flight streams run on up to --drain-timeout, the rest end with UNAVAILABLE,
+then server.stop(grace), engine shutdown, traces flushed, exit 0. A second signal exits at once.
+If the engine loop dies, health goes NOT_SERVING and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import grpc
+from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
+from grpc_reflection.v1alpha import reflection
+
+from autoglm_server import convert, names
+from autoglm_server.admin_http import AdminServer
+from autoglm_server.config import Settings
+from autoglm_server.engine.protocol import Engine
+from autoglm_server.errors import StartupError
+from autoglm_server.health import HealthReporter
+from autoglm_server.lifecycle import Phase, ServingState
+from autoglm_server.service import GenerationServicer
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ENGINE_FAILED = 70  # EX_SOFTWARE: the engine loop died; the orchestrator should restart us
+EXIT_SECOND_SIGNAL = 130
+READINESS_POLL_S = 1.0
+# How long cut-off streams get to send their UNAVAILABLE before the server stops.
+CUT_GRACE_S = 2.0
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StartupError(f"expected host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Transport limits: bounded messages and metadata, keepalive abuse protection."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(settings.keepalive_min_ping_interval * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age > 0:
+        options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace * 1000)))
+    return options
+
+
+class Daemon:
+    """One serving process: gRPC server, admin server, engine."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._state = ServingState()
+        self._health = HealthReporter()
+        self._stop = asyncio.Event()
+        self._exit_code = EXIT_OK
+        self._signals = 0
+        self._server: grpc.aio.Server | None = None
+        self._admin: AdminServer | None = None
+        self._readiness_task: asyncio.Task[None] | None = None
+        self.grpc_port = 0
+
+    async def run(self) -> int:
+        """Serve until a signal or an engine failure; return the process exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        self._engine.add_fatal_listener(lambda error: loop.call_soon_threadsafe(self._on_engine_death, error))
+        try:
+            await self._start()
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+        return self._exit_code
+
+    async def _start(self) -> None:
+        settings = self._settings
+        if settings.auth == "disabled":
+            logger.warning(
+                "AUTHENTICATION IS DISABLED: any caller that reaches %s can generate. "
+                "Use --auth disabled only for local development.",
+                settings.listen,
+            )
+        await self._health.set(live=True, ready=False)
+        self._server = self._build_server()
+        self.grpc_port = self._bind(self._server)
+        await self._server.start()
+        admin_port = self._start_admin()
+        self._write_port_file(admin_port)
+        logger.info("gRPC listening on port %d; loading model %s", self.grpc_port, settings.model)
+        await self._engine.start()
+        model = self._engine.model
+        logger.info("model %s ready (%s on %s)", model.model_id, model.dtype, model.device)
+        self._state.phase = Phase.SERVING
+        await self._refresh_readiness()
+        self._readiness_task = asyncio.create_task(self._poll_readiness())
+
+    def _build_server(self) -> grpc.aio.Server:
+        settings = self._settings
+        server = grpc.aio.server(options=server_options(settings))
+        limits = convert.RequestLimits(
+            max_new_tokens_limit=settings.max_new_tokens_limit,
+            default_max_new_tokens=settings.default_max_new_tokens,
+            max_stop_strings=settings.max_stop_strings,
+            max_stop_string_bytes=settings.max_stop_string_bytes,
+        )
+        servicer = GenerationServicer(
+            self._engine,
+            self._state,
+            limits=limits,
+            model_version=settings.model_version,
+            auth_enabled=settings.auth == "enabled",
+        )
+        pb_grpc.add_GenerationServiceServicer_to_server(servicer, server)
+        from grpc_health.v1 import health_pb2_grpc
+
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
+        reflection.enable_server_reflection(
+            (names.GENERATION_SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+        )
+        return server
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        address = self._settings.listen
+        split_host_port(address)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise StartupError(f"cannot listen on {address}: {error}") from None
+        if port == 0:
+            raise StartupError(f"cannot listen on {address} (address in use or not local)")
+        return int(port)
+
+    def _start_admin(self) -> int:
+        if not self._settings.admin_listen:
+            return 0
+        host, port = split_host_port(self._settings.admin_listen)
+        self._admin = AdminServer(host, port)
+        try:
+            self._admin.start()
+        except OSError as error:
+            raise StartupError(f"cannot listen on {self._settings.admin_listen}: {error}") from None
+        return self._admin.port
+
+    def _write_port_file(self, admin_port: int) -> None:
+        if not self._settings.port_file:
+            return
+        path = Path(self._settings.port_file)
+        staging = path.with_suffix(path.suffix + ".tmp")
+        staging.write_text(
+            json.dumps({"grpc_port": self.grpc_port, "admin_port": admin_port, "pid": os.getpid()})
+        )
+        staging.replace(path)
+
+    def _ready(self) -> bool:
+        return self._state.phase is Phase.SERVING and self._engine.stats().alive
+
+    async def _refresh_readiness(self) -> None:
+        await self._health.set(live=self._engine.stats().alive, ready=self._ready())
+
+    async def _poll_readiness(self) -> None:
+        while True:
+            await asyncio.sleep(READINESS_POLL_S)
+            await self._refresh_readiness()
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("second %s: exiting now without draining", signal.Signals(signum).name)
+            os._exit(EXIT_SECOND_SIGNAL)
+        logger.info("%s received: draining", signal.Signals(signum).name)
+        self._stop.set()
+
+    def _on_engine_death(self, error: BaseException) -> None:
+        logger.critical("engine loop died: %s; exiting so that the pod is restarted", error)
+        self._exit_code = EXIT_ENGINE_FAILED
+        self._state.phase = Phase.STOPPED
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        if self._readiness_task is not None:
+            self._readiness_task.cancel()
+        if self._state.phase is Phase.SERVING:
+            self._state.phase = Phase.DRAINING
+            await self._health.set(live=True, ready=False)
+            await self._drain()
+        else:
+            await self._health.set(live=False, ready=False)
+        if self._server is not None:
+            await self._server.stop(CUT_GRACE_S)
+        self._state.phase = Phase.STOPPED
+        await self._engine.shutdown()
+        if self._admin is not None:
+            self._admin.stop()
+        logger.info("stopped")
+
+    async def _drain(self) -> None:
+        timeout = self._settings.drain_timeout
+        pending = len(self._state.in_flight())
+        logger.info("draining %d in-flight streams (up to %.0f s)", pending, timeout)
+        try:
+            await asyncio.wait_for(self._state.wait_idle(), timeout)
+            return
+        except TimeoutError:
+            pass
+        cut = self._state.in_flight()
+        logger.warning("drain timeout reached: ending %d streams with UNAVAILABLE", len(cut))
+        self._state.drain_expired = True
+        for request_id in cut:
+            self._engine.abort(request_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._state.wait_idle(), CUT_GRACE_S)

@@ -1,0 +1,85 @@
+"""`autoglm-server`: serve, bench, token, vault.
+
+Parses the command line into one Settings object, configures logging, and runs the daemon.
+Start-up problems print one clear line, never a traceback wall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from autoglm_server import __version__
+from autoglm_server.errors import StartupError
+
+USAGE = f"""autoglm-server {__version__}
+
+usage: autoglm-server COMMAND [options]
+
+commands:
+  serve     run the gRPC daemon (autoglm-server serve --help lists every setting)
+  bench     compare the daemon with plain transformers generate on one model
+  token     mint a JWT through Vault transit (autoglm-server token mint --help)
+  vault     apply the Vault policies, keys and auth roles (autoglm-server vault bootstrap --help)
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(__version__)
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "serve":
+        return serve(rest)
+    if command == "bench":
+        from autoglm_server.bench import bench_main
+
+        return bench_main(rest)
+    if command == "token":
+        from autoglm_server.auth.cli import token_main
+
+        return token_main(rest)
+    if command == "vault":
+        from autoglm_server.auth.cli import vault_main
+
+        return vault_main(rest)
+    print(f"autoglm-server: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def serve(argv: Sequence[str]) -> int:
+    from autoglm_server.config import load_settings
+
+    settings = load_settings(argv)
+    _configure_logging(settings)
+    try:
+        return asyncio.run(_serve(settings))
+    except StartupError as error:
+        logging.getLogger("autoglm_server").error("cannot start: %s", error)
+        return 1
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        return 0
+
+
+async def _serve(settings: object) -> int:
+    from autoglm_server.app import Daemon
+    from autoglm_server.config import Settings
+    from autoglm_server.engine.async_engine import create_engine
+
+    assert isinstance(settings, Settings)
+    engine = create_engine(settings)
+    return await Daemon(settings, engine).run()
+
+
+def _configure_logging(settings: object) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""`builtin:tiny`: a small Llama model with random weights and a byte-level tokenizer, built in code.
+
+It needs no file and no hub, so the whole serving path runs on any machine. Its text is meaningless.
+The tokenizer maps every UTF-8 byte to one token, so any text round-trips and a multi-byte character
+is always split across tokens (which exercises incremental detokenization).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BUILTIN_TINY = "builtin:tiny"
+BUILTIN_SEED = 1234
+
+BOS_TOKEN = "<s>"
+EOS_TOKEN = "</s>"
+PAD_TOKEN = "<pad>"
+_SPECIALS = (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN)
+
+# Sized so that one decode step is dominated by the model, not by Python, yet tests stay fast.
+TINY_CONFIG: dict[str, Any] = {
+    "hidden_size": 256,
+    "intermediate_size": 768,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 2048,
+}
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins of bytes used by byte-level BPE (GPT-2's reversible mapping)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    by_byte = dict(zip(printable, codes, strict=True))
+    return [chr(by_byte[b]) for b in range(256)]
+
+
+def build_tokenizer() -> Any:
+    """A byte-level tokenizer: ids 0-255 are the bytes, then BOS, EOS and PAD."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {symbol: i for i, symbol in enumerate(_byte_symbols())}
+    for special in _SPECIALS:
+        vocab[special] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    bos_id = vocab[BOS_TOKEN]
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_model(tokenizer: Any) -> Any:
+    """The Llama model with weights drawn from a fixed seed (same weights on every machine)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        **TINY_CONFIG,
+    )
+    # A private generator: loading must not disturb (or depend on) the process's global RNG.
+    generator = torch.Generator().manual_seed(BUILTIN_SEED)
+    with torch.random.fork_rng(devices=[]):
+        model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 1:
+                param.fill_(1.0)  # norm weights
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * (config.initializer_range * 4))
+    return model.eval()
