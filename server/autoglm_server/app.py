@@ -18,9 +18,9 @@ import signal
 from pathlib import Path
 
 import grpc
-from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
 from grpc_reflection.v1alpha import reflection
 
+from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
 from autoglm_server import convert, names
 from autoglm_server.admin_http import AdminServer
 from autoglm_server.config import Settings

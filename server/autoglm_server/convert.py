@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from autoglm_client.v1 import generation_pb2 as pb
-
 from autoglm_server import __version__
 from autoglm_server.engine.types import (
     ANONYMOUS_TENANT,

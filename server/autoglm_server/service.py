@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+
 from autoglm_client.v1 import generation_pb2 as pb
 from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
-
 from autoglm_server import convert, status
 from autoglm_server.engine.protocol import Engine
 from autoglm_server.engine.types import ANONYMOUS_TENANT, FinishReason, GenerationDelta
