@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from autoglm_client._metadata import CallMetadata
 from autoglm_client.v1 import generation_pb2
 
 GENERATION_SERVICE: str = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
@@ -122,3 +123,39 @@ def secure_credentials(tls: TlsConfig, provider: Callable[[], str] | None) -> gr
         return credentials
     call = grpc.metadata_call_credentials(_BearerPlugin(provider), name="autoglm-bearer")
     return grpc.composite_channel_credentials(credentials, call)
+
+
+class Connection:
+    """Everything a client needs to open its channel and decorate its calls, built once."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: TlsConfig | bool | None,
+        token_provider: Callable[[], str] | None,
+        retry: RetryPolicy | None,
+        options: Sequence[tuple[str, Any]],
+        propagate_trace: bool,
+    ) -> None:
+        self.target = target
+        self.tls = TlsConfig() if tls is True else (tls or None)
+        self.options = channel_options(retry, self.tls, options)
+        # On TLS the token goes as call credentials; gRPC refuses those on a plaintext channel, so
+        # there (a loopback daemon, or a mesh sidecar that encrypts) it is plain per-call metadata.
+        self.credentials = (
+            secure_credentials(self.tls, token_provider) if self.tls is not None else None
+        )
+        self.metadata = CallMetadata(
+            token_provider if self.tls is None else None, propagate_trace=propagate_trace
+        )
+
+    def sync_channel(self) -> grpc.Channel:
+        if self.credentials is None:
+            return grpc.insecure_channel(self.target, options=self.options)
+        return grpc.secure_channel(self.target, self.credentials, options=self.options)
+
+    def aio_channel(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.target, options=self.options)
+        return grpc.aio.secure_channel(self.target, self.credentials, options=self.options)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Tools the test suite needs beside the Python packages: buf (npm), and the mesh tools
+# (kubectl, checkov in its own virtualenv) from .ci/mesh-tools.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .tools/node_modules/.bin/buf ]; then
+    npm install --prefix .tools --no-audit --no-fund --silent @bufbuild/buf@1.75.0
+fi
+if [ -f .ci/mesh-tools.sh ]; then
+    bash .ci/mesh-tools.sh
+fi

@@ -1,0 +1,49 @@
+# Developer entry points. `make serve` and `make test` work on a fresh machine: they create
+# .venv and install what they need first. CI runs .ci/run, which pins the CPU torch wheel.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUF := .tools/node_modules/.bin/buf
+PYTEST_ARGS ?=
+
+.PHONY: install serve test lint typecheck protos buflint bench clean
+
+$(STAMP): pyproject.toml client/pyproject.toml .ci/install-tools.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ./client -e ".[dev]"
+	bash .ci/install-tools.sh
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Run the daemon on the built-in model, auth off for local development (it says so loudly).
+serve: $(STAMP)
+	$(BIN)/autoglm-server serve --auth disabled
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy server/autoglm_server client/autoglm_client
+
+buflint: $(STAMP)
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+# The whole suite: linters, type checks, buf, then every test.
+test: lint typecheck buflint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate client/autoglm_client/v1 from protos/ (tests/unit/test_generated_code.py checks it is fresh).
+protos: $(STAMP)
+	$(BIN)/python scripts/generate_protos.py
+
+bench: $(STAMP)
+	$(BIN)/autoglm-server bench --model builtin:tiny --output-dir docs/bench/builtin-tiny
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,161 @@
+"""Load the served model and tokenizer: builtin:tiny, a local directory, or a cached Hugging Face id.
+
+Nothing is ever downloaded: a hub id must already be in the local cache, otherwise start-up fails
+with one `ModelLoadError` whose message says how to fetch it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoglm_server.engine import builtin_tiny
+from autoglm_server.engine.settings import EngineSettings
+from autoglm_server.engine.types import ModelDescription
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_CONTEXT = 2048
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded; the message says why and what to do (no traceback needed)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the runner, its tokenizer, and what GetModelInfo reports."""
+
+    model: Any
+    tokenizer: Any
+    description: ModelDescription
+
+
+def resolve_device(choice: str) -> torch.device:
+    """auto picks CUDA when a GPU is visible."""
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(choice)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 where the hardware runs it fast, float32 otherwise."""
+    if choice != "auto":
+        return _DTYPES[choice]
+    if device.type == "cuda":
+        fast = torch.cuda.is_bf16_supported()
+    else:
+        fast = cpu_has_fast_bf16()
+    return torch.bfloat16 if fast else torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def load(settings: EngineSettings) -> LoadedModel:
+    """Load what `settings.model` names onto the chosen device and dtype."""
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    log.info("loading model %s on %s as %s (--dtype %s)", settings.model, device, dtype_name(dtype), settings.dtype)
+    if settings.model == builtin_tiny.BUILTIN_TINY:
+        tokenizer = builtin_tiny.build_tokenizer()
+        model = builtin_tiny.build_model(tokenizer)
+        revision, random_weights = f"seed-{builtin_tiny.BUILTIN_SEED}", True
+    else:
+        source, revision = _locate(settings.model, settings.revision)
+        tokenizer, model = _load_pretrained(source, dtype)
+        random_weights = False
+    model = model.to(device=device, dtype=dtype).eval()
+    model.requires_grad_(False)
+    return LoadedModel(model, tokenizer, _describe(settings, model, tokenizer, revision, random_weights))
+
+
+def _locate(name: str, revision: str) -> tuple[str, str]:
+    """A local directory as is, or a hub id's snapshot in the local cache (never the network)."""
+    if os.path.isdir(name):
+        return name, revision or "local"
+    if name.startswith(("/", ".", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise ModelLoadError(f"model directory {name!r} does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = snapshot_download(name, revision=revision or None, local_files_only=True)
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(
+            f"model {name!r} is not in the local Hugging Face cache and this daemon never downloads;"
+            f" fetch it first with `hf download {name}` (or pass a local directory to --model)"
+        ) from None
+    except Exception as exc:  # a malformed id or cache: say so in one line
+        raise ModelLoadError(f"model {name!r} cannot be resolved from the local cache: {exc}") from None
+    return path, Path(path).name
+
+
+def _load_pretrained(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load a causal LM from {source!r}: {exc}") from None
+    return tokenizer, model
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    ids: set[int] = set()
+    generation_config = getattr(model, "generation_config", None)
+    configured = getattr(generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return tuple(sorted(ids))
+
+
+def context_limit(model: Any, configured: int) -> int:
+    if configured:
+        return configured
+    config = model.config.get_text_config()
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return DEFAULT_CONTEXT
+
+
+def _describe(
+    settings: EngineSettings, model: Any, tokenizer: Any, revision: str, random_weights: bool
+) -> ModelDescription:
+    config = model.config.get_text_config()
+    return ModelDescription(
+        model_id=settings.model,
+        revision=settings.model_version or revision,
+        architecture=(model.config.architectures or [type(model).__name__])[0],
+        max_context_length=context_limit(model, settings.max_context_length),
+        vocab_size=int(config.vocab_size),
+        eos_token_ids=_eos_ids(model, tokenizer),
+        dtype=dtype_name(model.dtype),
+        device=str(next(model.parameters()).device),
+        random_weights=random_weights,
+    )
