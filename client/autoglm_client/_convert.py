@@ -106,9 +106,7 @@ def event(message: pb.GenerateResponse) -> GenerateEvent | None:
         )
     if kind == "started":
         started = message.started
-        return Started(
-            request_id=started.request_id, prompt_tokens=started.prompt_tokens, model_id=started.model_id
-        )
+        return Started(request_id=started.request_id, prompt_tokens=started.prompt_tokens, model_id=started.model_id)
     if kind == "finished":
         finished = message.finished
         return Finished(
@@ -169,4 +167,3 @@ def model_info(message: pb.ModelInfo) -> ModelInfo:
         auth_enabled=message.auth_enabled,
         warnings=tuple(message.warnings),
     )
-

@@ -50,7 +50,7 @@ class AsyncClient:
         )
         self._timeout = timeout
         self._channel = self._connection.aio_channel()
-        self._stub = generation_pb2_grpc.GenerationServiceStub(self._channel)
+        self._stub = generation_pb2_grpc.GenerationServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     @property
@@ -98,8 +98,8 @@ class AsyncClient:
         request = _convert.generate_request(prompt, options)
         return self._events(request, self._deadline(timeout))
 
-    async def _events(self, request: pb.GenerateRequest, timeout: float | None) -> AsyncIterator[GenerateEvent]:
-        call = self._stub.Generate(request, timeout=timeout, metadata=self._connection.metadata())
+    async def _events(self, request: pb.GenerateRequest, deadline_s: float | None) -> AsyncIterator[GenerateEvent]:
+        call = self._stub.Generate(request, timeout=deadline_s, metadata=self._connection.metadata())
         finished = False
         try:
             async for message in call:
@@ -125,7 +125,11 @@ class AsyncClient:
         return result
 
     async def tokenize(
-        self, text: str, *, add_special_tokens: bool = False, timeout: float | None = _UNSET
+        self,
+        text: str,
+        *,
+        add_special_tokens: bool = False,
+        timeout: float | None = _UNSET,  # noqa: ASYNC109 - the gRPC deadline
     ) -> tuple[int, ...]:
         """The model's token ids for `text`."""
         request = pb.TokenizeRequest(text=text, add_special_tokens=add_special_tokens)
@@ -137,7 +141,7 @@ class AsyncClient:
             raise from_rpc_error(exc) from exc
         return tuple(response.token_ids)
 
-    async def model_info(self, *, timeout: float | None = _UNSET) -> ModelInfo:
+    async def model_info(self, *, timeout: float | None = _UNSET) -> ModelInfo:  # noqa: ASYNC109
         """What the daemon serves and how."""
         try:
             response = await self._stub.GetModelInfo(
@@ -149,7 +153,12 @@ class AsyncClient:
             raise from_rpc_error(exc) from exc
         return _convert.model_info(response.model_info)
 
-    async def health(self, service: str = "", *, timeout: float | None = _UNSET) -> HealthStatus:
+    async def health(
+        self,
+        service: str = "",
+        *,
+        timeout: float | None = _UNSET,  # noqa: ASYNC109 - the gRPC deadline
+    ) -> HealthStatus:
         """grpc.health.v1 status: "" is liveness, "autoglm.v1.GenerationService" readiness."""
         try:
             response = await self._health.Check(

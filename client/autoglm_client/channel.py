@@ -101,13 +101,13 @@ def channel_options(
     return options
 
 
-class _BearerPlugin(grpc.AuthMetadataPlugin):
+class _BearerPlugin:
     """Call credentials: gRPC asks for the token on its own thread before each call."""
 
     def __init__(self, provider: Callable[[], str]) -> None:
         self._provider = provider
 
-    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
+    def __call__(self, context: Any, callback: Callable[[Any, Exception | None], None]) -> None:
         try:
             token = self._provider()
         except Exception as exc:  # reported to the caller as UNAVAILABLE... see below
@@ -143,12 +143,8 @@ class Connection:
         self.options = channel_options(retry, self.tls, options)
         # On TLS the token goes as call credentials; gRPC refuses those on a plaintext channel, so
         # there (a loopback daemon, or a mesh sidecar that encrypts) it is plain per-call metadata.
-        self.credentials = (
-            secure_credentials(self.tls, token_provider) if self.tls is not None else None
-        )
-        self.metadata = CallMetadata(
-            token_provider if self.tls is None else None, propagate_trace=propagate_trace
-        )
+        self.credentials = secure_credentials(self.tls, token_provider) if self.tls is not None else None
+        self.metadata = CallMetadata(token_provider if self.tls is None else None, propagate_trace=propagate_trace)
 
     def sync_channel(self) -> grpc.Channel:
         if self.credentials is None:

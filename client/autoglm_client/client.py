@@ -59,7 +59,7 @@ class Client:
         )
         self._timeout = timeout
         self._channel = self._connection.sync_channel()
-        self._stub = generation_pb2_grpc.GenerationServiceStub(self._channel)
+        self._stub = generation_pb2_grpc.GenerationServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     @property
@@ -105,9 +105,7 @@ class Client:
             ignore_eos=ignore_eos,
         )
         request = _convert.generate_request(prompt, options)
-        call = self._stub.Generate(
-            request, timeout=self._deadline(timeout), metadata=self._connection.metadata()
-        )
+        call = self._stub.Generate(request, timeout=self._deadline(timeout), metadata=self._connection.metadata())
         return self._events(call)
 
     @staticmethod

@@ -30,9 +30,7 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 class AutoglmError(Exception):
     """A failed call: the gRPC status code, the server's message and any rich error details."""
 
-    def __init__(
-        self, code: grpc.StatusCode, message: str, details: tuple[any_pb2.Any, ...] = ()
-    ) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, details: tuple[any_pb2.Any, ...] = ()) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
@@ -54,9 +52,7 @@ class PermissionDeniedError(AutoglmError):
 class ResourceExhaustedError(AutoglmError):
     """RESOURCE_EXHAUSTED: an admission limit is reached; retry after `retry_after` seconds if set."""
 
-    def __init__(
-        self, code: grpc.StatusCode, message: str, details: tuple[any_pb2.Any, ...] = ()
-    ) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, details: tuple[any_pb2.Any, ...] = ()) -> None:
         super().__init__(code, message, details)
         self.retry_after: float | None = _retry_after(details)
 
@@ -108,9 +104,7 @@ def _status_details(trailers: Iterable[tuple[str, Any]] | None) -> tuple[any_pb2
     return ()
 
 
-def error_for(
-    code: grpc.StatusCode, message: str, details: tuple[any_pb2.Any, ...] = ()
-) -> AutoglmError:
+def error_for(code: grpc.StatusCode, message: str, details: tuple[any_pb2.Any, ...] = ()) -> AutoglmError:
     """The exception of the class that matches `code`."""
     return _BY_CODE.get(code, AutoglmError)(code, message, details)
 

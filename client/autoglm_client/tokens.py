@@ -164,9 +164,7 @@ class VaultIdentityToken:
             if self._secret_id_file is not None:
                 secret_id = self._secret_id_file.read_text(encoding="utf-8").strip()
             try:
-                client.auth.approle.login(
-                    role_id=self._role_id, secret_id=secret_id, mount_point=self._approle_mount
-                )
+                client.auth.approle.login(role_id=self._role_id, secret_id=secret_id, mount_point=self._approle_mount)
             except Exception as exc:
                 raise TokenError(f"Vault AppRole login failed: {exc}") from exc
             return client

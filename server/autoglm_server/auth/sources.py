@@ -51,7 +51,8 @@ def read_transit_key(session: VaultSession, mount: str, key_name: str) -> dict[s
     response = session.call(read)
     if not isinstance(response, dict) or not isinstance(response.get("data"), dict):
         raise VaultError(f"unexpected answer from {mount}/keys/{key_name}")
-    return response["data"]
+    data: dict[str, Any] = response["data"]
+    return data
 
 
 class VaultTransitSource:

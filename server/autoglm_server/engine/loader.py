@@ -92,7 +92,7 @@ def _locate(name: str, revision: str) -> tuple[str, str]:
     """A local directory as is, or a hub id's snapshot in the local cache (never the network)."""
     if os.path.isdir(name):
         return name, revision or "local"
-    if name.startswith(("/", ".", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise ModelLoadError(f"model directory {name!r} does not exist")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -150,7 +150,7 @@ def _describe(
     config = model.config.get_text_config()
     return ModelDescription(
         model_id=settings.model,
-        revision=settings.model_version or revision,
+        revision=revision,
         architecture=(model.config.architectures or [type(model).__name__])[0],
         max_context_length=context_limit(model, settings.max_context_length),
         vocab_size=int(config.vocab_size),

@@ -1,0 +1,192 @@
+"""Prometheus metrics of one daemon, on their own registry, every series labelled model and version.
+
+The registry is not the process-wide default: tests start several daemons in one process, and a
+second registration of the same name would fail. Labels are bound once here, so the hot path is
+an `observe()` on a ready child (about a microsecond). Gauges that mirror the engine (running,
+waiting, token budget) are read from `engine.stats()` when Prometheus scrapes, so they cost
+nothing per request. docs/metrics.md lists every metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from autoglm_server import __version__
+from autoglm_server.admin_http import Response, Route
+from autoglm_server.engine.types import EngineStats
+
+logger = logging.getLogger(__name__)
+
+# From a GPU's few milliseconds to a CPU toy's seconds.
+TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 20, 40)
+ITL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
+QUEUE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+# Reasons are label values: a bounded set, anything else counts as "other".
+REJECTION_REASONS = frozenset(
+    {"queue_full", "tenant_limit", "too_long", "deadline", "invalid", "draining", "out_of_memory", "internal"}
+)
+AUTH_FAILURE_REASONS = frozenset(
+    {"missing", "malformed", "too_large", "unknown_kid", "bad_signature", "expired", "not_yet_valid",
+     "bad_issuer", "bad_audience", "missing_claim", "scope", "keys_unavailable"}
+)  # fmt: skip
+
+EngineStatsSource = Callable[[], EngineStats]
+
+
+def _bounded(reason: str, allowed: frozenset[str]) -> str:
+    return reason if reason in allowed else "other"
+
+
+class Metrics:
+    """The daemon's metrics; create one per daemon, pass it to whoever records."""
+
+    def __init__(self, *, model: str, version: str, revision: str = "", server_version: str = __version__) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.model = model
+        self.version = version or "unset"
+        labels = {"model": model, "version": self.version}
+        names = list(labels)
+        reg = self.registry
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, names, registry=reg, buckets=buckets).labels(**labels)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, names, registry=reg).labels(**labels)
+
+        self._requests = Counter(
+            "autoglm_requests", "RPCs finished, by method and gRPC status code", [*names, "method", "code"], registry=reg
+        )
+        self._request_children: dict[tuple[str, grpc.StatusCode], Counter] = {}
+        self.ttft = histogram(
+            "autoglm_time_to_first_token_seconds", "Generate: arrival to first token sent", TTFT_BUCKETS
+        )
+        self.itl = histogram(
+            "autoglm_inter_token_latency_seconds", "Generate: time between successive tokens sent", ITL_BUCKETS
+        )
+        self.duration = histogram(
+            "autoglm_request_duration_seconds", "Generate: arrival to last message sent", DURATION_BUCKETS
+        )
+        self.queue_time = histogram(
+            "autoglm_queue_time_seconds", "Generate: time waiting before the first forward pass", QUEUE_BUCKETS
+        )
+        self.batch_size = histogram("autoglm_batch_size", "requests in each engine forward step", BATCH_BUCKETS)
+        self.prompt_tokens = counter("autoglm_prompt_tokens", "prompt tokens of admitted Generate calls")
+        self.generated_tokens = counter("autoglm_generated_tokens", "tokens generated and sent")
+        self._rejections = Counter(
+            "autoglm_rejections", "Generate calls refused or failed, by reason", [*names, "reason"], registry=reg
+        )
+        self._auth_failures = Counter(
+            "autoglm_auth_failures", "calls refused by authentication, by reason", [*names, "reason"], registry=reg
+        )
+        self._key_last_refresh = Gauge(
+            "autoglm_key_last_refresh_timestamp_seconds",
+            "Unix time of the last successful refresh of the verification keys",
+            names,
+            registry=reg,
+        ).labels(**labels)
+        self._key_created: float | None = None
+        Gauge(
+            "autoglm_key_age_seconds", "age of the newest verification key", names, registry=reg
+        ).labels(**labels).set_function(self._key_age)
+        Gauge(
+            "autoglm_build_info",
+            "always 1; the labels say what runs",
+            [*names, "revision", "server_version"],
+            registry=reg,
+        ).labels(**labels, revision=revision or "unset", server_version=server_version).set(1)
+        self._engine = _EngineCollector(labels)
+        reg.register(self._engine)
+
+    # Recording, called on the request path.
+    def rpc_finished(self, method: str, code: grpc.StatusCode) -> None:
+        child = self._request_children.get((method, code))
+        if child is None:
+            child = self._requests.labels(model=self.model, version=self.version, method=method, code=code.name)
+            self._request_children[(method, code)] = child
+        child.inc()
+
+    def rejected(self, reason: str) -> None:
+        self._rejections.labels(model=self.model, version=self.version, reason=_bounded(reason, REJECTION_REASONS)).inc()
+
+    def auth_failure(self, reason: str) -> None:
+        """Called by the auth interceptor for each refused call."""
+        self._auth_failures.labels(
+            model=self.model, version=self.version, reason=_bounded(reason, AUTH_FAILURE_REASONS)
+        ).inc()
+
+    def observe_batch_size(self, size: int) -> None:
+        """Called by the engine after each forward step (a plain callable: no prometheus there)."""
+        self.batch_size.observe(size)
+
+    # Key source hooks (auth).
+    def key_refreshed(self, newest_key_created_at: float | None, at: float | None = None) -> None:
+        """A key refresh succeeded; `newest_key_created_at` is the Unix time of the newest key."""
+        self._key_last_refresh.set(time.time() if at is None else at)
+        if newest_key_created_at is not None:
+            self._key_created = newest_key_created_at
+
+    def _key_age(self) -> float:
+        return time.time() - self._key_created if self._key_created is not None else 0.0
+
+    # The engine's gauges.
+    def bind_engine(self, stats: EngineStatsSource) -> None:
+        """Read running/waiting/budget from `stats()` at every scrape."""
+        self._engine.source = stats
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _EngineCollector(Collector):
+    """Gauges read from the engine's stats when Prometheus scrapes."""
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self._labels = dict(labels)
+        self.source: EngineStatsSource | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # unknown until bound; describing nothing skips the duplicate check
+
+    def collect(self) -> Iterator[Metric]:
+        if self.source is None:
+            return
+        try:
+            stats = self.source()
+        except Exception:
+            logger.exception("engine stats for /metrics failed")
+            return
+        keys, values = list(self._labels), list(self._labels.values())
+        for name, doc, value in (
+            ("autoglm_requests_running", "requests in the running batch", stats.running),
+            ("autoglm_requests_waiting", "requests admitted and waiting for a batch slot", stats.waiting),
+            ("autoglm_token_budget_used", "KV token budget reserved by admitted requests", stats.reserved_tokens),
+            ("autoglm_token_budget_total", "KV token budget of the engine", stats.token_budget),
+            ("autoglm_engine_alive", "1 while the engine loop runs", int(stats.alive)),
+        ):
+            gauge = GaugeMetricFamily(name, doc, labels=keys)
+            gauge.add_metric(values, value)
+            yield gauge
+        steps = CounterMetricFamily("autoglm_engine_steps", "engine forward steps", labels=keys)
+        steps.add_metric(values, stats.steps)
+        yield steps
+
+
+def metrics_route(metrics: Metrics) -> Route:
+    """The admin server's /metrics route (names.METRICS_PATH)."""
+
+    def route(_headers: Mapping[str, str]) -> Response:
+        return Response(200, metrics.render(), CONTENT_TYPE_LATEST)
+
+    return route
