@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from autoglm_client.types import (
     Chunk,
@@ -39,6 +40,25 @@ class GenerateOptions:
     logprobs: bool = False
     top_logprobs: int = 0
     ignore_eos: bool = False
+
+
+class GenerateKwargs(TypedDict, total=False):
+    """The keyword arguments of `generate()`, so `generate_text()` can take them typed."""
+
+    max_new_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    repetition_penalty: float | None
+    seed: int | None
+    stop: Sequence[str]
+    stop_token_ids: Sequence[int]
+    request_id: str
+    priority: int
+    logprobs: bool
+    top_logprobs: int
+    ignore_eos: bool
+    timeout: float | None
 
 
 def generate_request(prompt: str | Sequence[int], options: GenerateOptions) -> pb.GenerateRequest:

@@ -1,4 +1,4 @@
-"""Per-call metadata: the bearer token on plaintext channels, and the caller's trace context.
+"""Per-call metadata: the bearer token and the caller's trace context (W3C traceparent).
 
 The SDK owns every call site, so it attaches metadata per call instead of through channel
 interceptors: the same code serves the sync and the asyncio client, and grpc.aio interceptors
@@ -22,7 +22,7 @@ def _trace_injector() -> Callable[[dict[str, str]], None] | None:
 
 
 class CallMetadata:
-    """Builds the metadata of one call: `authorization` (when not sent as call credentials) and trace context."""
+    """Builds the metadata of one call: trace context, then `authorization: Bearer ...`."""
 
     def __init__(self, bearer: Callable[[], str] | None, *, propagate_trace: bool = True) -> None:
         self._bearer = bearer

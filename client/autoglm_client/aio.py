@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -78,7 +78,7 @@ class AsyncClient:
         top_logprobs: int = 0,
         ignore_eos: bool = False,
         timeout: float | None = _UNSET,
-    ) -> AsyncIterator[GenerateEvent]:
+    ) -> AsyncGenerator[GenerateEvent, None]:
         """Stream one Started, then Chunks, then one Finished."""
         options = _convert.GenerateOptions(
             max_new_tokens=max_new_tokens,
@@ -98,7 +98,9 @@ class AsyncClient:
         request = _convert.generate_request(prompt, options)
         return self._events(request, self._deadline(timeout))
 
-    async def _events(self, request: pb.GenerateRequest, deadline_s: float | None) -> AsyncIterator[GenerateEvent]:
+    async def _events(
+        self, request: pb.GenerateRequest, deadline_s: float | None
+    ) -> AsyncGenerator[GenerateEvent, None]:
         call = self._stub.Generate(request, timeout=deadline_s, metadata=self._connection.metadata())
         finished = False
         try:
@@ -114,7 +116,9 @@ class AsyncClient:
         if not finished:
             raise incomplete_stream()
 
-    async def generate_text(self, prompt: str | Sequence[int], **kwargs: Any) -> GenerationResult:
+    async def generate_text(
+        self, prompt: str | Sequence[int], **kwargs: Unpack[_convert.GenerateKwargs]
+    ) -> GenerationResult:
         """Generate and return the whole output (same arguments as `generate`)."""
         builder = _convert.ResultBuilder()
         async for item in self.generate(prompt, **kwargs):

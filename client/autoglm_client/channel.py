@@ -101,30 +101,6 @@ def channel_options(
     return options
 
 
-class _BearerPlugin:
-    """Call credentials: gRPC asks for the token on its own thread before each call."""
-
-    def __init__(self, provider: Callable[[], str]) -> None:
-        self._provider = provider
-
-    def __call__(self, context: Any, callback: Callable[[Any, Exception | None], None]) -> None:
-        try:
-            token = self._provider()
-        except Exception as exc:  # reported to the caller as UNAVAILABLE... see below
-            callback((), exc)
-            return
-        callback((("authorization", f"Bearer {token}"),), None)
-
-
-def secure_credentials(tls: TlsConfig, provider: Callable[[], str] | None) -> grpc.ChannelCredentials:
-    """TLS channel credentials, composed with the bearer token as call credentials when given."""
-    credentials = tls.credentials()
-    if provider is None:
-        return credentials
-    call = grpc.metadata_call_credentials(_BearerPlugin(provider), name="autoglm-bearer")
-    return grpc.composite_channel_credentials(credentials, call)
-
-
 class Connection:
     """Everything a client needs to open its channel and decorate its calls, built once."""
 
@@ -141,10 +117,12 @@ class Connection:
         self.target = target
         self.tls = TlsConfig() if tls is True else (tls or None)
         self.options = channel_options(retry, self.tls, options)
-        # On TLS the token goes as call credentials; gRPC refuses those on a plaintext channel, so
-        # there (a loopback daemon, or a mesh sidecar that encrypts) it is plain per-call metadata.
-        self.credentials = secure_credentials(self.tls, token_provider) if self.tls is not None else None
-        self.metadata = CallMetadata(token_provider if self.tls is None else None, propagate_trace=propagate_trace)
+        self.credentials = self.tls.credentials() if self.tls is not None else None
+        # The token goes as per-call metadata, not as gRPC call credentials: a failing provider then
+        # raises its own TokenError at the call site, where call credentials turn it into UNAVAILABLE
+        # (which the retry policy would even retry). On plaintext channels (a loopback daemon, or a
+        # mesh sidecar that encrypts) call credentials would be refused anyway.
+        self.metadata = CallMetadata(token_provider, propagate_trace=propagate_trace)
 
     def sync_channel(self) -> grpc.Channel:
         if self.credentials is None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -87,7 +87,7 @@ class Client:
         top_logprobs: int = 0,
         ignore_eos: bool = False,
         timeout: float | None = _UNSET,
-    ) -> Iterator[GenerateEvent]:
+    ) -> Generator[GenerateEvent, None, None]:
         """Stream one Started, then Chunks, then one Finished. Closing the iterator early cancels the call."""
         options = _convert.GenerateOptions(
             max_new_tokens=max_new_tokens,
@@ -109,7 +109,7 @@ class Client:
         return self._events(call)
 
     @staticmethod
-    def _events(call: Any) -> Iterator[GenerateEvent]:
+    def _events(call: Any) -> Generator[GenerateEvent, None, None]:
         finished = False
         try:
             for message in call:
@@ -124,7 +124,7 @@ class Client:
         if not finished:
             raise incomplete_stream()
 
-    def generate_text(self, prompt: str | Sequence[int], **kwargs: Any) -> GenerationResult:
+    def generate_text(self, prompt: str | Sequence[int], **kwargs: Unpack[_convert.GenerateKwargs]) -> GenerationResult:
         """Generate and return the whole output (same arguments as `generate`)."""
         builder = _convert.ResultBuilder()
         for item in self.generate(prompt, **kwargs):

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import grpc
@@ -23,12 +24,18 @@ from grpc_reflection.v1alpha import reflection
 from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
 from autoglm_server import convert, names
 from autoglm_server.admin_http import AdminServer
+from autoglm_server.auth.context import current_principal
+from autoglm_server.auth.setup import AuthRuntime, build_auth
 from autoglm_server.config import Settings
 from autoglm_server.engine.protocol import Engine
+from autoglm_server.engine.types import ANONYMOUS_TENANT
 from autoglm_server.errors import StartupError
 from autoglm_server.health import HealthReporter
 from autoglm_server.lifecycle import Phase, ServingState
+from autoglm_server.observability.metrics import Metrics
+from autoglm_server.observability.setup import build_observability
 from autoglm_server.service import GenerationServicer
+from autoglm_server.tls import server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,17 @@ EXIT_SECOND_SIGNAL = 130
 READINESS_POLL_S = 1.0
 # How long cut-off streams get to send their UNAVAILABLE before the server stops.
 CUT_GRACE_S = 2.0
+
+
+def _bind_auth_metrics(auth: AuthRuntime, metrics: Metrics) -> None:
+    """Auth failures by reason; key age counts from the last successful fetch (staleness)."""
+    auth.on_failure = metrics.auth_failure
+    auth.keyring.add_listener(lambda _keys: metrics.key_refreshed(time.time()))
+
+
+def _tenant() -> str:
+    principal = current_principal()
+    return principal.tenant if principal is not None else ANONYMOUS_TENANT
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -78,6 +96,12 @@ class Daemon:
         self._admin: AdminServer | None = None
         self._readiness_task: asyncio.Task[None] | None = None
         self.grpc_port = 0
+        self._auth: AuthRuntime | None = build_auth(settings)
+        self._obs = build_observability(
+            settings, model_id=settings.model, model_version=settings.model_version, revision=settings.revision
+        )
+        if self._auth is not None and self._obs.metrics is not None:
+            _bind_auth_metrics(self._auth, self._obs.metrics)
 
     async def run(self) -> int:
         """Serve until a signal or an engine failure; return the process exit code."""
@@ -106,6 +130,8 @@ class Daemon:
         await self._server.start()
         admin_port = self._start_admin()
         self._write_port_file(admin_port)
+        if self._auth is not None:
+            await self._auth.start()
         logger.info("gRPC listening on port %d; loading model %s", self.grpc_port, settings.model)
         await self._engine.start()
         model = self._engine.model
@@ -116,7 +142,11 @@ class Daemon:
 
     def _build_server(self) -> grpc.aio.Server:
         settings = self._settings
-        server = grpc.aio.server(options=server_options(settings))
+        # Tracing first, so that a call refused by auth or load shedding still leaves a span.
+        interceptors = list(self._obs.interceptors)
+        if self._auth is not None:
+            interceptors.append(self._auth.interceptor)
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
         limits = convert.RequestLimits(
             max_new_tokens_limit=settings.max_new_tokens_limit,
             default_max_new_tokens=settings.default_max_new_tokens,
@@ -129,8 +159,10 @@ class Daemon:
             limits=limits,
             model_version=settings.model_version,
             auth_enabled=settings.auth == "enabled",
+            observers=self._obs.observers,
+            tenant_lookup=_tenant,
         )
-        pb_grpc.add_GenerationServiceServicer_to_server(servicer, server)
+        pb_grpc.add_GenerationServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         from grpc_health.v1 import health_pb2_grpc
 
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
@@ -142,8 +174,12 @@ class Daemon:
     def _bind(self, server: grpc.aio.Server) -> int:
         address = self._settings.listen
         split_host_port(address)
+        credentials = server_credentials(self._settings)
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as error:
             raise StartupError(f"cannot listen on {address}: {error}") from None
         if port == 0:
@@ -155,6 +191,12 @@ class Daemon:
             return 0
         host, port = split_host_port(self._settings.admin_listen)
         self._admin = AdminServer(host, port)
+        self._admin.add_route(names.METRICS_PATH, self._obs.metrics_route())
+        if self._obs.metrics is not None:
+            self._obs.metrics.bind_engine(self._engine.stats)
+        if self._auth is not None:
+            for path, route in self._auth.admin_routes().items():
+                self._admin.add_route(path, route)
         try:
             self._admin.start()
         except OSError as error:
@@ -166,13 +208,12 @@ class Daemon:
             return
         path = Path(self._settings.port_file)
         staging = path.with_suffix(path.suffix + ".tmp")
-        staging.write_text(
-            json.dumps({"grpc_port": self.grpc_port, "admin_port": admin_port, "pid": os.getpid()})
-        )
+        staging.write_text(json.dumps({"grpc_port": self.grpc_port, "admin_port": admin_port, "pid": os.getpid()}))
         staging.replace(path)
 
     def _ready(self) -> bool:
-        return self._state.phase is Phase.SERVING and self._engine.stats().alive
+        keys_fresh = self._auth is None or self._auth.keys_fresh()
+        return self._state.phase is Phase.SERVING and self._engine.stats().alive and keys_fresh
 
     async def _refresh_readiness(self) -> None:
         await self._health.set(live=self._engine.stats().alive, ready=self._ready())
@@ -209,8 +250,11 @@ class Daemon:
             await self._server.stop(CUT_GRACE_S)
         self._state.phase = Phase.STOPPED
         await self._engine.shutdown()
+        if self._auth is not None:
+            await self._auth.stop()
         if self._admin is not None:
             self._admin.stop()
+        self._obs.shutdown()
         logger.info("stopped")
 
     async def _drain(self) -> None:

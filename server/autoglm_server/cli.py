@@ -78,7 +78,11 @@ async def _serve(settings: object) -> int:
 
 
 def _configure_logging(settings: object) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from autoglm_server.config import Settings
+    from autoglm_server.observability.logging_setup import configure_logging
+
+    assert isinstance(settings, Settings)
+    configure_logging(settings)
 
 
 if __name__ == "__main__":

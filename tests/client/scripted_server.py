@@ -60,12 +60,12 @@ class Recorder:
             self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
 
 
-class ScriptedService(generation_pb2_grpc.GenerationServiceServicer):  # type: ignore[misc]
+class ScriptedService(generation_pb2_grpc.GenerationServiceServicer):
     def __init__(self, recorder: Recorder, token_delay_s: float) -> None:
         self._recorder = recorder
         self._delay = token_delay_s
 
-    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
+    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         self._recorder.record(context)
         with self._recorder.lock:
             self._recorder.generate_calls += 1
@@ -74,14 +74,20 @@ class ScriptedService(generation_pb2_grpc.GenerationServiceServicer):  # type: i
         ids = list(request.token_ids.ids) if request.HasField("token_ids") else list(request.text.encode())
         count = request.max_new_tokens if request.HasField("max_new_tokens") else 8
         yield pb.GenerateResponse(
-            started=pb.GenerateStarted(request_id=request.request_id or "req-1", prompt_tokens=len(ids), model_id=MODEL_ID)
+            started=pb.GenerateStarted(
+                request_id=request.request_id or "req-1", prompt_tokens=len(ids), model_id=MODEL_ID
+            )
         )
         last = ids[-1] if ids else 0
-        for step in range(1, count + 1):
-            if not context.is_active():
+        done = threading.Event()
+
+        def on_termination() -> None:  # the RPC ended: cancelled unless the stream completed
+            if not done.is_set():
                 with self._recorder.lock:
                     self._recorder.cancelled += 1
-                return
+
+        context.add_callback(on_termination)
+        for step in range(1, count + 1):
             token = (last + step) % VOCAB
             chunk = pb.TokenChunk(text=f"{token} ", token_ids=[token])
             if request.logprobs:
@@ -89,20 +95,27 @@ class ScriptedService(generation_pb2_grpc.GenerationServiceServicer):  # type: i
             yield pb.GenerateResponse(chunk=chunk)
             time.sleep(self._delay)
         usage = pb.Usage(prompt_tokens=len(ids), completion_tokens=count, queue_time_ms=0.1, time_to_first_token_ms=1.0)
-        yield pb.GenerateResponse(
-            finished=pb.GenerateFinished(finish_reason=pb.FINISH_REASON_LENGTH, usage=usage)
-        )
+        done.set()
+        yield pb.GenerateResponse(finished=pb.GenerateFinished(finish_reason=pb.FINISH_REASON_LENGTH, usage=usage))
 
-    def Tokenize(self, request: pb.TokenizeRequest, context: grpc.ServicerContext) -> pb.TokenizeResponse:  # noqa: N802
+    def Tokenize(self, request: pb.TokenizeRequest, context: grpc.ServicerContext) -> pb.TokenizeResponse:
         self._recorder.record(context)
         ids = list(request.text.encode())
         if request.add_special_tokens:
             ids.insert(0, 999)
         return pb.TokenizeResponse(token_ids=ids, count=len(ids))
 
-    def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.GetModelInfoResponse:  # noqa: N802
+    def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.GetModelInfoResponse:
         self._recorder.record(context)
-        info = pb.ModelInfo(model_id=MODEL_ID, vocab_size=VOCAB, max_context_length=2048, eos_token_ids=[2], dtype="float32", device="cpu", warnings=["scripted"])
+        info = pb.ModelInfo(
+            model_id=MODEL_ID,
+            vocab_size=VOCAB,
+            max_context_length=2048,
+            eos_token_ids=[2],
+            dtype="float32",
+            device="cpu",
+            warnings=["scripted"],
+        )
         return pb.GetModelInfoResponse(model_info=info)
 
 
@@ -120,7 +133,9 @@ def running_scripted_server(
     """Serve on 127.0.0.1 port 0 (TLS when `credentials` is given) until the block ends."""
     recorder = Recorder()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    generation_pb2_grpc.add_GenerationServiceServicer_to_server(ScriptedService(recorder, token_delay_s), server)
+    generation_pb2_grpc.add_GenerationServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        ScriptedService(recorder, token_delay_s), server
+    )
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("autoglm.v1.GenerationService", health_pb2.HealthCheckResponse.NOT_SERVING)

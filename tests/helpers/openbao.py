@@ -87,10 +87,12 @@ class OpenBao:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"bao exited early: {self.log_path.read_text(errors='replace')[-2000:]}")
-            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
+            with (
+                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+                urllib.request.urlopen(url, timeout=1) as response,
+            ):
+                if response.status == 200:
+                    return
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"bao did not become ready on {self.addr}")

@@ -19,6 +19,8 @@ from autoglm_server import names
 from tests.helpers.daemon import Daemon, running_daemon
 
 MAX_NEW_TOKENS_LIMIT = 64
+# Long enough to still be running 0.3 s after SIGTERM on a fast machine.
+LONG_STREAM_TOKENS = 1500
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +84,17 @@ def test_stop_token_id_ends_generation(client: Client) -> None:
     stop_id = reference.token_ids[5]
     result = client.generate_text("token stop", max_new_tokens=20, ignore_eos=True, stop_token_ids=[stop_id])
     assert result.finish_reason is FinishReason.STOP_TOKEN
-    assert stop_id not in result.token_ids
-    assert result.token_ids == reference.token_ids[: reference.token_ids.index(stop_id)]
+    # The stop token ends the ids (and counts in usage) but adds no text.
+    end = reference.token_ids.index(stop_id) + 1
+    assert result.token_ids == reference.token_ids[:end]
+    assert result.usage.completion_tokens == end
 
 
 def _bad_requests(vocab_size: int, context: int) -> dict[str, tuple[pb.GenerateRequest, str]]:
     return {
         "neither text nor ids": (pb.GenerateRequest(max_new_tokens=4), "prompt"),
         "empty text": (pb.GenerateRequest(text="", max_new_tokens=4), "text"),
-        "empty ids": (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[]), max_new_tokens=4), "prompt"),
+        "empty ids": (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[]), max_new_tokens=4), "token_ids.ids"),
         "max_new_tokens zero": (pb.GenerateRequest(text="a", max_new_tokens=0), "max_new_tokens"),
         "max_new_tokens negative": (pb.GenerateRequest(text="a", max_new_tokens=-5), "max_new_tokens"),
         "max_new_tokens above cap": (
@@ -192,15 +196,18 @@ def test_readiness_goes_serving_only_after_model_load_and_drops_on_sigterm() -> 
         # Once SERVING, a call works at once: the model was loaded and warmed up before.
         with Client(daemon.target, timeout=30) as client:
             assert client.generate_text("warm", max_new_tokens=2, ignore_eos=True).usage.completion_tokens == 2
-            stream = client.generate("long", max_new_tokens=MAX_NEW_TOKENS_LIMIT, ignore_eos=True)
+            stream = client.generate("long", max_new_tokens=LONG_STREAM_TOKENS, ignore_eos=True)
             next(stream)
-            states: list[int] = []
-            reader = threading.Thread(target=lambda: states.extend(1 for _ in stream))
+            events: list[object] = []
+            reader = threading.Thread(target=lambda: events.extend(stream))
             reader.start()
             daemon.signal(signal.SIGTERM)
             time.sleep(0.3)
             readiness = daemon.health()
             reader.join(60)
         assert readiness == health_pb2.HealthCheckResponse.NOT_SERVING
+        # The in-flight stream ran to completion during the drain.
+        assert isinstance(events[-1], Finished)
+        assert events[-1].usage.completion_tokens == LONG_STREAM_TOKENS
         assert daemon.wait(60) == 0
         assert "Traceback" not in daemon.log()

@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+import requests
+from hvac import exceptions as hvac_exc
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
@@ -86,7 +88,7 @@ def token_main(argv: list[str]) -> int:
         )
         session = VaultSession(settings)
         token = mint_token(session, settings.vault_transit_mount, settings.vault_transit_key, request)
-    except (ValidationError, ValueError, VaultError) as exc:
+    except (ValidationError, ValueError, OSError, VaultError, hvac_exc.VaultError, requests.RequestException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(token)
@@ -118,7 +120,7 @@ def vault_main(argv: list[str]) -> int:
             token_ttl_s=int(parse_duration(settings.token_ttl)),
         )
         steps = bootstrap(VaultSession(settings), plan)
-    except (ValidationError, ValueError, OSError, VaultError) as exc:
+    except (ValidationError, ValueError, OSError, VaultError, hvac_exc.VaultError, requests.RequestException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for step, outcome in steps:

@@ -76,25 +76,29 @@ class Keyring:
         self._last_attempt = self._clock()
         try:
             keys = await asyncio.to_thread(self._source.fetch)
+            self._install(keys)
+        except asyncio.CancelledError:
+            future.set_result(False)  # waiters see a failed refresh, not our cancellation
+            raise
         except Exception as exc:
-            age = self.key_age_seconds()
-            logger.warning(
-                "fetching keys from %s failed (%s: %s); keeping %d keys, age %s s",
-                self._source.name,
-                type(exc).__name__,
-                exc,
-                len(self._keys),
-                "never fetched" if age is None else f"{age:.0f}",
-            )
+            self._log_failure(exc)
             future.set_result(False)
             return False
         finally:
             self._inflight = None
-            if not future.done():  # cancelled while fetching: waiters see a failed refresh
-                future.set_result(False)
-        self._install(keys)
         future.set_result(True)
         return True
+
+    def _log_failure(self, exc: Exception) -> None:
+        age = self.key_age_seconds()
+        logger.warning(
+            "fetching keys from %s failed (%s: %s); keeping %d keys, age %s s",
+            self._source.name,
+            type(exc).__name__,
+            exc,
+            len(self._keys),
+            "never fetched" if age is None else f"{age:.0f}",
+        )
 
     def _install(self, keys: dict[str, VerificationKey]) -> None:
         changed = set(keys) != set(self._keys)

@@ -137,11 +137,7 @@ class VaultSession:
                     role=s.vault_kubernetes_role, jwt=jwt, mount_point=s.vault_kubernetes_mount
                 )
             else:
-                token = (
-                    _read_secret_file(s.vault_token_file, "Vault token")
-                    if s.vault_token_file
-                    else self._conn.token
-                )
+                token = _read_secret_file(s.vault_token_file, "Vault token") if s.vault_token_file else self._conn.token
                 if not token:
                     raise VaultError("no Vault token: set --vault-token, --vault-token-file or VAULT_TOKEN")
                 self._client.token = token

@@ -57,7 +57,7 @@ def build_tokenizer() -> Any:
     core.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, bos_id)]
     )
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=core,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
@@ -89,4 +89,4 @@ def build_model(tokenizer: Any) -> Any:
                 param.fill_(1.0)  # norm weights
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * (config.initializer_range * 4))
-    return model.eval()
+    return model.eval()  # type: ignore[no-untyped-call]

@@ -17,6 +17,7 @@ import torch
 from autoglm_server.engine import builtin_tiny
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import ModelDescription
+from autoglm_server.errors import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 DEFAULT_CONTEXT = 2048
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(StartupError):
     """The model cannot be loaded; the message says why and what to do (no traceback needed)."""
 
 
@@ -59,10 +60,7 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     """auto: bfloat16 where the hardware runs it fast, float32 otherwise."""
     if choice != "auto":
         return _DTYPES[choice]
-    if device.type == "cuda":
-        fast = torch.cuda.is_bf16_supported()
-    else:
-        fast = cpu_has_fast_bf16()
+    fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
     return torch.bfloat16 if fast else torch.float32
 
 

@@ -22,14 +22,17 @@ class StopMatcher:
         if not self._stops:
             return text, None
         pending = self._pending + text
-        best: tuple[int, str] | None = None
+        # The stop string completed first wins (as if the text had arrived one character at a time);
+        # of two completed at the same character, the one that started earlier.
+        best: tuple[int, int, str] | None = None
         for stop in self._stops:
             index = pending.find(stop)
-            if index >= 0 and (best is None or index < best[0]):
-                best = (index, stop)
+            if index >= 0:
+                candidate = (index + len(stop), index, stop)
+                best = candidate if best is None else min(best, candidate)
         if best is not None:
             self._pending = ""
-            return pending[: best[0]], best[1]
+            return pending[: best[1]], best[2]
         hold = 0 if final else self._held_suffix(pending)
         self._pending = pending[len(pending) - hold :] if hold else ""
         return pending[: len(pending) - hold], None

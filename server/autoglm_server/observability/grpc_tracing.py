@@ -17,6 +17,7 @@ detach context" and ends the span late and without CANCELLED.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace

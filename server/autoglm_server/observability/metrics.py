@@ -34,8 +34,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 # Reasons are label values: a bounded set, anything else counts as "other".
 REJECTION_REASONS = frozenset(
-    {"queue_full", "tenant_limit", "too_long", "deadline", "invalid", "draining", "out_of_memory", "internal"}
+    {"queue_full", "tenant_limit", "too_long", "deadline", "invalid", "unavailable", "out_of_memory", "internal"}
 )
+# The servicer falls back to the status code's name when an error has no reason of its own.
+_REASON_ALIASES = {"invalid_argument": "invalid", "deadline_exceeded": "deadline", "draining": "unavailable"}
 AUTH_FAILURE_REASONS = frozenset(
     {"missing", "malformed", "too_large", "unknown_kid", "bad_signature", "expired", "not_yet_valid",
      "bad_issuer", "bad_audience", "missing_claim", "scope", "keys_unavailable"}
@@ -66,7 +68,10 @@ class Metrics:
             return Counter(name, doc, names, registry=reg).labels(**labels)
 
         self._requests = Counter(
-            "autoglm_requests", "RPCs finished, by method and gRPC status code", [*names, "method", "code"], registry=reg
+            "autoglm_requests",
+            "RPCs finished, by method and gRPC status code",
+            [*names, "method", "code"],
+            registry=reg,
         )
         self._request_children: dict[tuple[str, grpc.StatusCode], Counter] = {}
         self.ttft = histogram(
@@ -97,9 +102,9 @@ class Metrics:
             registry=reg,
         ).labels(**labels)
         self._key_created: float | None = None
-        Gauge(
-            "autoglm_key_age_seconds", "age of the newest verification key", names, registry=reg
-        ).labels(**labels).set_function(self._key_age)
+        Gauge("autoglm_key_age_seconds", "age of the newest verification key", names, registry=reg).labels(
+            **labels
+        ).set_function(self._key_age)
         Gauge(
             "autoglm_build_info",
             "always 1; the labels say what runs",
@@ -118,7 +123,11 @@ class Metrics:
         child.inc()
 
     def rejected(self, reason: str) -> None:
-        self._rejections.labels(model=self.model, version=self.version, reason=_bounded(reason, REJECTION_REASONS)).inc()
+        self._rejections.labels(
+            model=self.model,
+            version=self.version,
+            reason=_bounded(_REASON_ALIASES.get(reason, reason), REJECTION_REASONS),
+        ).inc()
 
     def auth_failure(self, reason: str) -> None:
         """Called by the auth interceptor for each refused call."""

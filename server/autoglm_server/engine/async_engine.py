@@ -1,0 +1,285 @@
+"""The asyncio front end of the continuous-batching engine.
+
+One engine thread (EngineCore.run) steps the batch; after each step it hands all new deltas to the
+event loop with a single `call_soon_threadsafe`. Each request has a mailbox that holds at most one
+pending delta: a slow consumer gets later deltas merged into it, so it never blocks the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import gc
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from autoglm_server.engine import loader, memory
+from autoglm_server.engine.core import EngineCore, Output
+from autoglm_server.engine.runner import FaultInjector, ModelRunner
+from autoglm_server.engine.scheduler import Limits
+from autoglm_server.engine.settings import EngineSettings
+from autoglm_server.engine.types import EngineStats, GenerationDelta, GenerationRequest, ModelDescription
+from autoglm_server.errors import AutoglmError, EngineFailedError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class _Mailbox:
+    """Where the engine leaves a request's deltas (or its error) for the consumer."""
+
+    __slots__ = ("error", "event", "pending")
+
+    def __init__(self) -> None:
+        self.pending: GenerationDelta | None = None
+        self.error: AutoglmError | None = None
+        self.event = asyncio.Event()
+
+    def put(self, item: GenerationDelta | AutoglmError) -> None:
+        if isinstance(item, AutoglmError):
+            self.error = item
+        elif self.pending is None:
+            self.pending = item
+        else:
+            self.pending.merge(item)
+        self.event.set()
+
+    async def get(self) -> GenerationDelta:
+        while self.pending is None and self.error is None:
+            self.event.clear()
+            await self.event.wait()
+        if self.pending is not None:  # deltas produced before a failure still go out first
+            delta, self.pending = self.pending, None
+            return delta
+        assert self.error is not None
+        raise self.error
+
+
+class RequestStream:
+    """The async iterator of one request's deltas; closing or dropping it early aborts the request.
+
+    A class rather than an async generator: a generator closed before its first iteration never runs
+    its `finally`, and the abort would be lost.
+    """
+
+    def __init__(self, engine: AsyncEngine, request_id: str, mailbox: _Mailbox) -> None:
+        self._engine = engine
+        self._request_id = request_id
+        self._mailbox = mailbox
+        self._finished = False
+        self._closed = False
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> GenerationDelta:
+        if self._finished or self._closed:
+            raise StopAsyncIteration
+        try:
+            delta = await self._mailbox.get()
+        except BaseException:  # failed in the engine, or the consumer was cancelled while waiting
+            self._close()
+            raise
+        if delta.finished:
+            self._finished = True
+            self._close()
+        return delta
+
+    async def aclose(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine._release(self._request_id, abort=not self._finished)
+
+    def __del__(self) -> None:
+        self._close()
+
+
+class AsyncEngine:
+    """Implements the Engine protocol (engine/protocol.py) with continuous batching."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        loaded: loader.LoadedModel | None = None,
+        fault_injector: FaultInjector | None = None,
+    ) -> None:
+        self._settings = settings
+        self._loaded = loaded
+        self._fault_injector = fault_injector
+        self._core: EngineCore | None = None
+        self._front_tokenizer: Any = None
+        self._mailboxes: dict[str, _Mailbox] = {}
+        self._listeners: list[Callable[[BaseException], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._alive = False
+        self._budget = 0
+        self._description: ModelDescription | None = None
+
+    # --------------------------------------------------------------- startup
+    @property
+    def model(self) -> ModelDescription:
+        if self._description is None:
+            raise UnavailableError("the engine has not started")
+        return self._description
+
+    @property
+    def runner(self) -> ModelRunner:
+        """The model runner (tests set its fault injector)."""
+        if self._core is None:
+            raise UnavailableError("the engine has not started")
+        return self._core.runner
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._settings.torch_threads:
+            torch.set_num_threads(self._settings.torch_threads)
+        if self._loaded is None:
+            self._loaded = await asyncio.to_thread(loader.load, self._settings)
+        core = await asyncio.to_thread(self._build_core, self._loaded)
+        self._front_tokenizer = copy.deepcopy(self._loaded.tokenizer)
+        self._core = core
+        self._alive = True
+        self._thread = threading.Thread(target=self._run, name="autoglm-engine", daemon=True)
+        self._thread.start()
+        log.info("engine ready: %s (%s on %s)", self.model.model_id, self.model.dtype, self.model.device)
+
+    def _build_core(self, loaded: loader.LoadedModel) -> EngineCore:
+        settings = self._settings
+        runner = ModelRunner(loaded.model)
+        memory.apply_memory_fraction(settings, runner.device)
+        context = settings.max_context_length or loaded.description.max_context_length
+        self._description = replace(loaded.description, max_context_length=context)
+        limits = Limits(
+            max_running=settings.max_running,
+            max_waiting=settings.max_waiting,
+            token_budget=1 << 62,
+            max_queue_time_s=settings.max_queue_time,
+            max_waiting_per_tenant=settings.max_waiting_per_tenant,
+            max_running_per_tenant=settings.max_running_per_tenant,
+            max_prefill_tokens=settings.max_prefill_tokens,
+        )
+        core = EngineCore(runner, loaded.tokenizer, loaded.description.eos_token_ids, context, limits)
+        core.warm_up()
+        # Sized after the warm-up, so that free memory already accounts for the model's workspace.
+        self._budget = memory.token_budget(settings, loaded.model, runner.device, context)
+        core.scheduler.limits = replace(limits, token_budget=self._budget)
+        runner.fault_injector = self._fault_injector
+        return core
+
+    # ------------------------------------------------------------ the thread
+    def _run(self) -> None:
+        assert self._core is not None
+        try:
+            self._core.run(self._emit, self._stop)
+        except BaseException as exc:
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        log.critical("the engine loop died", exc_info=exc)
+        self._alive = False
+        error = EngineFailedError("the engine failed; the daemon is restarting")
+        if self._loop is not None and not self._loop.is_closed():
+            # The loop may close meanwhile: then nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._fail_all, error)
+        for listener in list(self._listeners):
+            try:
+                listener(exc)
+            except Exception:
+                log.exception("a fatal-error listener failed")
+
+    def _emit(self, outputs: list[Output]) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            self._loop.call_soon_threadsafe(self._deliver, outputs)
+
+    def _deliver(self, outputs: list[Output]) -> None:
+        for request_id, item in outputs:
+            mailbox = self._mailboxes.get(request_id)
+            if mailbox is not None:
+                mailbox.put(item)
+
+    def _release(self, request_id: str, abort: bool) -> None:
+        self._mailboxes.pop(request_id, None)
+        if abort:
+            self.abort(request_id)
+
+    def _fail_all(self, error: AutoglmError) -> None:
+        for mailbox in self._mailboxes.values():
+            mailbox.put(error)
+
+    # -------------------------------------------------------------- protocol
+    async def submit(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        core = self._core
+        if core is None:
+            raise UnavailableError("the engine is not running")
+        if not self._alive:
+            raise EngineFailedError("the engine failed; the daemon is restarting")
+        if request.request_id in self._mailboxes:
+            raise ValueError(f"request id {request.request_id!r} is already in the engine")
+        mailbox = _Mailbox()
+        self._mailboxes[request.request_id] = mailbox
+        try:
+            core.add(request)
+        except BaseException:
+            del self._mailboxes[request.request_id]
+            raise
+        return RequestStream(self, request.request_id, mailbox)
+
+    def abort(self, request_id: str) -> None:
+        if self._core is not None:
+            self._core.abort(request_id)
+
+    def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        if self._front_tokenizer is None:
+            raise UnavailableError("the engine has not started")
+        ids: list[int] = self._front_tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        return ids
+
+    def stats(self) -> EngineStats:
+        core = self._core
+        if core is None:
+            return EngineStats(0, 0, 0, 0, 0, alive=False)
+        with core.lock:
+            scheduler = core.scheduler
+            return EngineStats(
+                running=scheduler.running,
+                waiting=scheduler.waiting,
+                reserved_tokens=scheduler.reserved_tokens,
+                token_budget=scheduler.limits.token_budget,
+                steps=core.steps,
+                alive=self._alive,
+            )
+
+    def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:
+        self._listeners.append(listener)
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+        if self._core is not None:
+            self._core.wakeup.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        self._alive = False
+        self._fail_all(UnavailableError("the engine shut down"))
+        self._core = None
+        self._loaded = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def create_engine(settings: EngineSettings) -> AsyncEngine:
+    """The engine the daemon serves with."""
+    return AsyncEngine(settings)

@@ -1,0 +1,229 @@
+"""The engine thread's side of the engine: one step is schedule -> forward -> sample -> emit.
+
+The front end (asyncio thread) only calls `add` and `abort`; both touch the scheduler under `lock`,
+so a cancelled request's reservation is returned at once, and its batch row is dropped at the next
+step. Everything else here runs on the engine thread alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from autoglm_server.engine.detokenize import DetokenizerFactory
+from autoglm_server.engine.runner import KVBatch, ModelRunner, merge, select
+from autoglm_server.engine.sampling import RowSampling, sample
+from autoglm_server.engine.scheduler import Limits, Scheduler, Ticket
+from autoglm_server.engine.sequence import Sequence
+from autoglm_server.engine.types import FinishReason, GenerationDelta, GenerationRequest
+from autoglm_server.errors import (
+    AutoglmError,
+    DeadlineExceededError,
+    OutOfMemoryError,
+    OverloadedError,
+    RequestTooLargeError,
+)
+
+log = logging.getLogger(__name__)
+
+Output = tuple[str, GenerationDelta | AutoglmError]
+Emit = Callable[[list[Output]], None]
+
+
+class EngineCore:
+    """Scheduler, running sequences and their KV batch."""
+
+    def __init__(
+        self, runner: ModelRunner, tokenizer: Any, eos_ids: tuple[int, ...], context: int, limits: Limits
+    ) -> None:
+        self.runner = runner
+        self.detokenizers = DetokenizerFactory(tokenizer)
+        self.context = context
+        self.lock = threading.Lock()
+        self.wakeup = threading.Event()
+        self.scheduler = Scheduler(limits)
+        self.steps = 0
+        self._eos = frozenset(eos_ids)
+        self._pending: dict[str, GenerationRequest] = {}
+        self._aborted: set[str] = set()
+        self._rows: list[Sequence] = []
+        self._batch: KVBatch | None = None
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows in the device batch now (a cancelled row stays until the next step)."""
+        return len(self._rows)
+
+    # ------------------------------------------------------- front-end calls
+    def add(self, request: GenerationRequest) -> None:
+        """Queue a request or raise RequestTooLargeError / OverloadedError."""
+        prompt = len(request.prompt_token_ids)
+        if prompt >= self.context:
+            raise RequestTooLargeError(
+                "prompt", f"{prompt} tokens leave no room to generate within the context of {self.context}"
+            )
+        ticket = Ticket(
+            request_id=request.request_id,
+            tenant=request.tenant,
+            priority=request.priority,
+            prompt_tokens=prompt,
+            reserved_tokens=min(prompt + request.max_new_tokens, self.context),
+            arrival=request.arrival_time,
+            deadline=request.deadline,
+        )
+        with self.lock:
+            self.scheduler.add(ticket)
+            self._pending[request.request_id] = request
+        self.wakeup.set()
+
+    def abort(self, request_id: str) -> None:
+        with self.lock:
+            where = self.scheduler.cancel(request_id)
+            if where == "waiting":
+                self._pending.pop(request_id, None)
+            elif where == "running":
+                self._aborted.add(request_id)
+        self.wakeup.set()
+
+    # ------------------------------------------------------ engine-thread loop
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        """Step until `stop` is set; sleeps while there is nothing to do."""
+        while not stop.is_set():
+            if self._idle():
+                self.wakeup.wait(0.5)
+                self.wakeup.clear()
+                continue
+            outputs = self.step()
+            if outputs:
+                emit(outputs)
+
+    def _idle(self) -> bool:
+        with self.lock:
+            return not self._rows and self.scheduler.waiting == 0 and not self._aborted
+
+    def step(self) -> list[Output]:
+        outputs: list[Output] = []
+        now = time.monotonic()
+        with self.lock:
+            admission = self.scheduler.schedule(now)
+            joining = [self._pending.pop(t.request_id) for t in admission.admitted]
+            for ticket, _ in admission.expired:
+                self._pending.pop(ticket.request_id, None)
+            aborted, self._aborted = self._aborted, set()
+            retry = self.scheduler.retry_after_s()
+        for ticket, why in admission.expired:
+            outputs.append((ticket.request_id, _expired_error(why, retry)))
+        self._drop(aborted, now, outputs)
+        if joining:
+            self._prefill(joining, now, outputs)
+        elif self._rows:
+            self._decode(outputs)
+        return outputs
+
+    def _drop(self, aborted: set[str], now: float, outputs: list[Output]) -> None:
+        """Remove cancelled rows and rows past their deadline."""
+        keep: list[int] = []
+        for i, row in enumerate(self._rows):
+            deadline = row.request.deadline
+            if row.request_id in aborted:
+                outputs.append((row.request_id, row.close(GenerationDelta(), FinishReason.CANCELLED)))
+            elif deadline is not None and deadline <= now:
+                outputs.append((row.request_id, DeadlineExceededError("the request's deadline passed")))
+                with self.lock:
+                    self.scheduler.finish(row.request_id)
+            else:
+                keep.append(i)
+        self._keep(keep)
+
+    def _keep(self, keep: list[int]) -> None:
+        if len(keep) != len(self._rows):
+            self._rows = [self._rows[i] for i in keep]
+            self._batch = select(self._batch, keep) if self._batch is not None else None
+
+    def _prefill(self, joining: list[GenerationRequest], now: float, outputs: list[Output]) -> None:
+        device = self.runner.device
+        rows = [
+            Sequence(
+                request,
+                self.detokenizers,
+                self._eos,
+                self.context,
+                RowSampling.create(
+                    request.sampling, request.prompt_token_ids, device, request.logprobs, request.top_logprobs
+                ),
+                admitted_at=now,
+            )
+            for request in joining
+        ]
+        try:
+            logits, kv = self.runner.prefill([r.request.prompt_token_ids for r in rows])
+        except torch.OutOfMemoryError:
+            self._out_of_memory(rows, outputs)
+            return
+        self.steps += 1
+        tokens = self._sample(logits, rows, outputs)
+        self.runner.set_last_tokens(kv, tokens)
+        self._batch = merge(self._batch, kv)
+        self._rows.extend(rows)
+        self._retire()
+
+    def _decode(self, outputs: list[Output]) -> None:
+        assert self._batch is not None
+        try:
+            logits = self.runner.decode(self._batch)
+        except torch.OutOfMemoryError:
+            rows, self._rows, self._batch = self._rows, [], None
+            self._out_of_memory(rows, outputs)
+            return
+        self.steps += 1
+        tokens = self._sample(logits, self._rows, outputs)
+        self.runner.set_last_tokens(self._batch, tokens)
+        self._retire()
+
+    def _sample(self, logits: torch.Tensor, rows: list[Sequence], outputs: list[Output]) -> list[int]:
+        tokens, logprobs = sample(logits, [r.sampling for r in rows])
+        now = time.monotonic()
+        for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
+            outputs.append((row.request_id, row.append(token, logprob, now)))
+        return tokens
+
+    def _retire(self) -> None:
+        """Drop finished rows at once and return their reservations."""
+        finished = [r for r in self._rows if r.finish_reason is not None]
+        if not finished:
+            return
+        with self.lock:
+            for row in finished:
+                self.scheduler.finish(row.request_id, row.service_time_s())
+        self._keep([i for i, r in enumerate(self._rows) if r.finish_reason is None])
+
+    def _out_of_memory(self, rows: list[Sequence], outputs: list[Output]) -> None:
+        """Fail the step's requests, free what the step held, and carry on."""
+        log.warning("out of memory in an engine step; failing its %d requests", len(rows))
+        with self.lock:
+            for row in rows:
+                self.scheduler.finish(row.request_id)
+        for row in rows:
+            outputs.append((row.request_id, OutOfMemoryError("the batch ran out of device memory; retry")))
+        if self.runner.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def warm_up(self) -> None:
+        """One prefill and one decode, so the first request does not pay for lazy initialisation."""
+        _, kv = self.runner.prefill([[0, 1, 2, 3]])
+        self.runner.decode(kv)
+
+
+def _expired_error(why: str, retry_after_s: float) -> AutoglmError:
+    if why == "deadline":
+        return DeadlineExceededError("the request's deadline passed while it waited for a batch row")
+    return OverloadedError(
+        "the request waited longer than --max-queue-time for a batch row",
+        reason="queue_time",
+        retry_after_s=retry_after_s,
+    )

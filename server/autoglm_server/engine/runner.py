@@ -1,0 +1,132 @@
+"""The model runner: forward passes over a batch whose rows join and leave between steps.
+
+The batch keeps the Hugging Face model's own DynamicCache, left-padded: every row's newest token is in
+the last column, padding columns are masked out by the attention mask, and each row carries its own
+position id. New requests are prefilled as a small batch of their own and merged in (pad the shorter
+cache on the left, concatenate rows); finished rows are dropped by selecting indices, and columns that
+became padding in every row are trimmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+# Called before every forward with "prefill" or "decode"; tests raise torch.OutOfMemoryError from it.
+FaultInjector = Callable[[str], None]
+
+
+@dataclass
+class KVBatch:
+    """The device state of the running rows, in row order."""
+
+    cache: Any  # transformers DynamicCache
+    mask: torch.Tensor  # [rows, columns] int64, 0 on left padding
+    positions: torch.Tensor  # [rows] int64, the position id of each row's next token
+    last_tokens: torch.Tensor  # [rows] int64, each row's newest token (the next step's input)
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.shape[0])
+
+
+class ModelRunner:
+    """Runs prefill and decode steps of a causal LM on a KVBatch."""
+
+    def __init__(self, model: Any, fault_injector: FaultInjector | None = None) -> None:
+        self.model = model
+        self.device: torch.device = next(model.parameters()).device
+        self.fault_injector = fault_injector
+
+    def _forward(self, phase: str, **inputs: Any) -> torch.Tensor:
+        if self.fault_injector is not None:
+            self.fault_injector(phase)
+        with torch.inference_mode():
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        logits: torch.Tensor = out.logits[:, -1, :]
+        return logits
+
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, KVBatch]:
+        """Run the prompts as one left-padded batch; returns last-position logits and their KVBatch."""
+        width = max(len(p) for p in prompts)
+        ids = torch.zeros((len(prompts), width), dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[i, width - len(prompt) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        # Positions count real tokens only, as generate() does for left-padded input.
+        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        cache = DynamicCache()
+        logits = self._forward(
+            "prefill", input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache
+        )
+        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
+        return logits, KVBatch(cache, mask, lengths, ids[:, -1].clone())
+
+    def decode(self, batch: KVBatch) -> torch.Tensor:
+        """Feed each row's newest token; returns the next-token logits [rows, vocab]."""
+        mask = torch.cat([batch.mask, batch.mask.new_ones((batch.rows, 1))], dim=1)
+        logits = self._forward(
+            "decode",
+            input_ids=batch.last_tokens.unsqueeze(1),
+            attention_mask=mask,
+            position_ids=batch.positions.unsqueeze(1),
+            past_key_values=batch.cache,
+        )
+        batch.mask = mask
+        batch.positions = batch.positions + 1
+        return logits
+
+    def set_last_tokens(self, batch: KVBatch, token_ids: list[int]) -> None:
+        batch.last_tokens = torch.tensor(token_ids, dtype=torch.long, device=self.device)
+
+
+def _layers(cache: Any) -> list[Any]:
+    layers: list[Any] = cache.layers
+    return layers
+
+
+def merge(running: KVBatch | None, joining: KVBatch) -> KVBatch:
+    """Append the joining rows after the running ones (both caches left-padded to one width)."""
+    if running is None or running.rows == 0:
+        return joining
+    width = max(running.mask.shape[1], joining.mask.shape[1])
+
+    def pad(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
+        missing = width - t.shape[-dim_from_end]
+        if missing == 0:
+            return t
+        spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
+        return F.pad(t, spec)
+
+    for old, new in zip(_layers(running.cache), _layers(joining.cache), strict=True):
+        old.keys = torch.cat([pad(old.keys, 2), pad(new.keys, 2)], dim=0)
+        old.values = torch.cat([pad(old.values, 2), pad(new.values, 2)], dim=0)
+    running.mask = torch.cat([pad(running.mask, 1), pad(joining.mask, 1)], dim=0)
+    running.positions = torch.cat([running.positions, joining.positions])
+    running.last_tokens = torch.cat([running.last_tokens, joining.last_tokens])
+    return running
+
+
+def select(batch: KVBatch, keep: list[int]) -> KVBatch | None:
+    """Keep only the rows at `keep` (in that order); trim columns that are padding in every row."""
+    if not keep:
+        return None
+    if len(keep) == batch.rows:
+        return batch
+    index = torch.tensor(keep, dtype=torch.long, device=batch.mask.device)
+    mask = batch.mask.index_select(0, index)
+    first = int(mask.any(dim=0).nonzero()[0, 0])
+    for layer in _layers(batch.cache):
+        layer.keys = layer.keys.index_select(0, index)[:, :, first:, :]
+        layer.values = layer.values.index_select(0, index)[:, :, first:, :]
+    batch.mask = mask[:, first:]
+    batch.positions = batch.positions.index_select(0, index)
+    batch.last_tokens = batch.last_tokens.index_select(0, index)
+    return batch

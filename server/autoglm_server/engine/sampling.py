@@ -1,0 +1,109 @@
+"""Per-request sampling inside one batch.
+
+Each row has its own temperature, top-k, top-p, repetition penalty and random generator, applied in
+the order transformers' `generate` applies them (penalty, temperature, top-k, top-p). Greedy rows
+(temperature 0) take the argmax after the repetition penalty. Log-probabilities are those of the
+model's raw distribution, before any sampling transform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from autoglm_server.engine.types import SamplingOptions, TokenLogprob
+
+
+@dataclass(slots=True)
+class RowSampling:
+    """The sampling state of one running request."""
+
+    options: SamplingOptions
+    generator: torch.Generator | None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    # Tokens seen so far (prompt and output), for the repetition penalty; kept only when it applies.
+    seen: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls, options: SamplingOptions, prompt: tuple[int, ...], device: torch.device, logprobs: bool, top: int
+    ) -> RowSampling:
+        generator = None
+        if not options.greedy:
+            generator = torch.Generator(device=device)
+            if options.seed is not None:
+                generator.manual_seed(options.seed)
+            else:
+                generator.seed()
+        seen = list(prompt) if options.repetition_penalty != 1.0 else []
+        return cls(options, generator, logprobs, top, seen)
+
+    def observe(self, token_id: int) -> None:
+        if self.options.repetition_penalty != 1.0:
+            self.seen.append(token_id)
+
+
+def _apply_repetition_penalty(logits: torch.Tensor, rows: list[RowSampling]) -> None:
+    for i, row in enumerate(rows):
+        penalty = row.options.repetition_penalty
+        if penalty == 1.0 or not row.seen:
+            continue
+        index = torch.tensor(row.seen, device=logits.device)
+        picked = logits[i].gather(0, index)
+        logits[i].scatter_(0, index, torch.where(picked < 0, picked * penalty, picked / penalty))
+
+
+def _filter_top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> torch.Tensor:
+    """Mask (with -inf) the tokens outside each row's top-k and nucleus."""
+    vocab = logits.shape[-1]
+    if any(0 < k < vocab for k in top_k):
+        ks = torch.tensor([k if 0 < k < vocab else vocab for k in top_k], device=logits.device)
+        kth = logits.topk(int(ks.max()), dim=-1).values.gather(1, (ks - 1).unsqueeze(1))
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if any(p < 1.0 for p in top_p):
+        ps = torch.tensor(top_p, device=logits.device, dtype=logits.dtype).unsqueeze(1)
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p (the first always stays).
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= ps
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, rows: list[RowSampling]) -> tuple[list[int], list[TokenLogprob | None]]:
+    """Pick one token per row from `logits` [rows, vocab]; also the logprobs rows asked for."""
+    raw = logits.float()
+    work = raw.clone() if any(r.options.repetition_penalty != 1.0 for r in rows) else raw
+    _apply_repetition_penalty(work, rows)
+    chosen = work.argmax(dim=-1)
+    sampled = [i for i, row in enumerate(rows) if not row.options.greedy]
+    if sampled:
+        index = torch.tensor(sampled, device=logits.device)
+        temps = torch.tensor([rows[i].options.temperature for i in sampled], device=logits.device)
+        sub = work.index_select(0, index) / temps.unsqueeze(1)
+        sub = _filter_top_k_top_p(
+            sub, [rows[i].options.top_k for i in sampled], [rows[i].options.top_p for i in sampled]
+        )
+        probs = sub.softmax(dim=-1)
+        picks = [torch.multinomial(probs[j], 1, generator=rows[i].generator) for j, i in enumerate(sampled)]
+        chosen = chosen.index_copy(0, index, torch.cat(picks))
+    token_ids: list[int] = chosen.tolist()
+    return token_ids, _logprobs(raw, token_ids, rows)
+
+
+def _logprobs(raw: torch.Tensor, token_ids: list[int], rows: list[RowSampling]) -> list[TokenLogprob | None]:
+    out: list[TokenLogprob | None] = [None] * len(rows)
+    wanted = [i for i, row in enumerate(rows) if row.logprobs]
+    if not wanted:
+        return out
+    logp = raw.index_select(0, torch.tensor(wanted, device=raw.device)).log_softmax(dim=-1).cpu()
+    for j, i in enumerate(wanted):
+        top: tuple[tuple[int, float], ...] = ()
+        if rows[i].top_logprobs:
+            values, ids = logp[j].topk(min(rows[i].top_logprobs, logp.shape[-1]))
+            top = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+        out[i] = TokenLogprob(token_ids[i], float(logp[j, token_ids[i]]), top)
+    return out

@@ -1,0 +1,30 @@
+"""Strict validation of core Kubernetes resources with kubernetes-validate's bundled schemas."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+
+from .render import Doc, ident
+
+# The oldest Kubernetes release the manifests support (preStop `sleep`, probe `grpc`, topology
+# `matchLabelKeys` are all on by default there) and the newest one the schemas cover.
+K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
+
+
+def is_core(doc: Doc) -> bool:
+    """Built-in kinds (no dot in the API group); CRDs (istio.io, flagger.app) are validated elsewhere."""
+    group = doc.get("apiVersion", "").rpartition("/")[0]
+    return "." not in group or group.endswith(".k8s.io")
+
+
+def validate_core(doc: Doc) -> list[str]:
+    errors: list[str] = []
+    for version in K8S_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path) or "."
+            errors.append(f"{ident(doc)} (Kubernetes {version}): {where}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            errors.append(f"{ident(doc)}: {exc.message}")
+    return errors

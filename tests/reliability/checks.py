@@ -1,0 +1,94 @@
+"""What every scenario checks at its end: the engine is idle again and the metrics agree with the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection
+
+import grpc
+
+from tests.helpers.daemon import Daemon
+from tests.helpers.ledger import Ledger
+from tests.helpers.scrape import Snapshot, scrape
+
+# --auth disabled: these scenarios are about the engine; test_vault_faults runs with auth on.
+BASE_ARGS = ("--auth", "disabled", "--torch-threads", "1", "--log-level", "warning")
+
+# Codes the client and the server always agree on; a cancel or deadline can race a normal end
+# (the client gives up while the server already sent Finished), so those are compared as a group.
+DEFINITE_CODES = (
+    "RESOURCE_EXHAUSTED",
+    "INVALID_ARGUMENT",
+    "UNAVAILABLE",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "INTERNAL",
+    "UNKNOWN",
+)
+RACY_CODES = ("OK", "CANCELLED", "DEADLINE_EXCEEDED")
+IDLE_TIMEOUT_S = 15.0
+
+
+def generate_codes(snapshot: Snapshot) -> dict[str, float]:
+    """autoglm_requests_total of Generate, by code."""
+    out: dict[str, float] = {}
+    for (name, labels), value in snapshot.samples.items():
+        found = dict(labels)
+        if name == "autoglm_requests_total" and found.get("method", "").endswith("Generate"):
+            out[found["code"]] = out.get(found["code"], 0.0) + value
+    return out
+
+
+def engine_load(snapshot: Snapshot) -> tuple[float, float, float]:
+    return (
+        snapshot.value("autoglm_requests_running"),
+        snapshot.value("autoglm_requests_waiting"),
+        snapshot.value("autoglm_token_budget_used"),
+    )
+
+
+async def wait_engine_idle(daemon: Daemon, timeout_s: float = IDLE_TIMEOUT_S) -> Snapshot:
+    """Poll /metrics until running, waiting and reserved tokens are all 0 (fail after timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        snapshot = await asyncio.to_thread(scrape, daemon.admin_url)
+        load = engine_load(snapshot)
+        if load == (0.0, 0.0, 0.0):
+            return snapshot
+        if time.monotonic() > deadline:
+            raise AssertionError(f"engine not idle {timeout_s} s after the scenario: running, waiting, budget = {load}")
+        await asyncio.sleep(0.1)
+
+
+async def assert_metrics_match(
+    daemon: Daemon, before: Snapshot, ledger: Ledger, *, timeout_s: float = 10.0
+) -> dict[str, int]:
+    """autoglm_requests_total{Generate} grew by exactly what the ledger recorded.
+
+    The server counts a call when its task ends, which can be a moment after the client saw the end,
+    so this polls until the totals agree or timeout_s passes.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = await asyncio.to_thread(scrape, daemon.admin_url)
+        start, end = generate_codes(before), generate_codes(after)
+        server = {code: int(end[code] - start.get(code, 0.0)) for code in end if end[code] - start.get(code, 0.0)}
+        if sum(server.values()) >= ledger.sent or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    client = ledger.by_code()
+    problems = [f"{ledger.sent} sent, the server counted {sum(server.values())}"] if sum(server.values()) != ledger.sent else []
+    for code in DEFINITE_CODES:
+        if server.get(code, 0) != client.get(code, 0):
+            problems.append(f"{code}: server {server.get(code, 0)}, client {client.get(code, 0)}")
+    racy_server = sum(server.get(code, 0) for code in RACY_CODES)
+    racy_client = sum(client.get(code, 0) for code in RACY_CODES)
+    if racy_server != racy_client or server.get("OK", 0) < client.get("OK", 0):
+        problems.append(f"OK/CANCELLED/DEADLINE_EXCEEDED: server {server}, client {client}")
+    assert not problems, "metrics disagree with the ledger: " + "; ".join(problems)
+    return server
+
+
+def codes(*names: str) -> Collection[grpc.StatusCode]:
+    return frozenset(grpc.StatusCode[name] for name in names)

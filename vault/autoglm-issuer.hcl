@@ -1,0 +1,10 @@
+# autoglm-issuer: mints JWTs (autoglm-server token mint). Signs with the JWT key only.
+
+path "transit/sign/autoglm-jwt" {
+  capabilities = ["update"]
+}
+
+# Creation times of the versions, to sign with one that every verifier has already fetched.
+path "transit/keys/autoglm-jwt" {
+  capabilities = ["read"]
+}
