@@ -26,6 +26,7 @@ from autoglm_server import convert, names
 from autoglm_server.admin_http import AdminServer
 from autoglm_server.auth.context import current_principal
 from autoglm_server.auth.setup import AuthRuntime, build_auth
+from autoglm_server.auth.vault import VaultError
 from autoglm_server.config import Settings
 from autoglm_server.engine.protocol import Engine
 from autoglm_server.engine.types import ANONYMOUS_TENANT
@@ -35,7 +36,7 @@ from autoglm_server.lifecycle import Phase, ServingState
 from autoglm_server.observability.metrics import Metrics
 from autoglm_server.observability.setup import build_observability
 from autoglm_server.service import GenerationServicer
-from autoglm_server.tls import server_credentials
+from autoglm_server.tls import TlsConfigError, server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ EXIT_SECOND_SIGNAL = 130
 READINESS_POLL_S = 1.0
 # How long cut-off streams get to send their UNAVAILABLE before the server stops.
 CUT_GRACE_S = 2.0
+
+
+def _build_auth(settings: Settings) -> AuthRuntime | None:
+    try:
+        return build_auth(settings)
+    except (VaultError, ValueError) as error:
+        raise StartupError(
+            f"authentication is on but cannot be set up: {error} "
+            "(configure a key source, or pass --auth disabled for local development)"
+        ) from None
 
 
 def _bind_auth_metrics(auth: AuthRuntime, metrics: Metrics) -> None:
@@ -96,7 +107,7 @@ class Daemon:
         self._admin: AdminServer | None = None
         self._readiness_task: asyncio.Task[None] | None = None
         self.grpc_port = 0
-        self._auth: AuthRuntime | None = build_auth(settings)
+        self._auth: AuthRuntime | None = _build_auth(settings)
         self._obs = build_observability(
             settings, model_id=settings.model, model_version=settings.model_version, revision=settings.revision
         )
@@ -174,7 +185,10 @@ class Daemon:
     def _bind(self, server: grpc.aio.Server) -> int:
         address = self._settings.listen
         split_host_port(address)
-        credentials = server_credentials(self._settings)
+        try:
+            credentials = server_credentials(self._settings)
+        except TlsConfigError as error:
+            raise StartupError(str(error)) from None
         try:
             if credentials is None:
                 port = server.add_insecure_port(address)
