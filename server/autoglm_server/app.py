@@ -119,7 +119,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        self._engine.add_fatal_listener(lambda error: loop.call_soon_threadsafe(self._on_engine_death, error))
+
+        def on_engine_death(error: BaseException) -> None:  # called from the engine thread
+            loop.call_soon_threadsafe(self._on_engine_death, error)
+
+        self._engine.add_fatal_listener(on_engine_death)
         try:
             await self._start()
             await self._stop.wait()

@@ -106,5 +106,5 @@ def cases() -> list[Case]:
         Case("metadata over the limit", good, FULL, metadata=(("x-big", "a" * 20_000),)),
         Case("thousands of metadata keys", good, FULL, metadata=tuple((f"x-k{i}", "v") for i in range(2000))),
         # With --auth disabled a token is not looked at: garbage must not break anything.
-        Case("garbage bearer token ignored", good, OK, metadata=(("authorization", "Bearer \x7f.." + "A" * 5000),)),
+        Case("garbage bearer token ignored", good, OK, metadata=(("authorization", "Bearer not.a." + "A" * 5000),)),
     ]
