@@ -8,3 +8,11 @@ path "transit/sign/autoglm-jwt" {
 path "transit/keys/autoglm-jwt" {
   capabilities = ["read"]
 }
+
+# Check and keep alive its own token (also in Vault's default policy, which a token may lack).
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}

@@ -8,6 +8,7 @@ Nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Literal
 
@@ -51,8 +52,15 @@ class ServerSettings(BaseModel):
     tls_client_ca: str = Field("", description="PEM CA bundle; when set, clients must present a certificate")
 
 
-class Settings(ServerSettings, EngineSettings, AuthSettings, ObservabilitySettings, BaseSettings):
-    """All settings of `autoglm-server serve`."""
+# Bases in reverse order of appearance in --help: pydantic lists the last base's fields first.
+class Settings(ObservabilitySettings, AuthSettings, EngineSettings, ServerSettings, BaseSettings):
+    """Run the autoglm-serve daemon.
+
+    Every flag can also be set through an environment variable named AUTOGLM_ and the flag in upper
+    case with underscores (--max-running is AUTOGLM_MAX_RUNNING); a flag wins over the environment.
+    Vault's own VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT and VAULT_NAMESPACE, and the standard OTEL_*
+    variables, apply where the matching flag is unset.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="AUTOGLM_",
@@ -62,6 +70,10 @@ class Settings(ServerSettings, EngineSettings, AuthSettings, ObservabilitySettin
         cli_avoid_json=True,
         extra="ignore",
     )
+
+
+# --help prints the docstring verbatim: drop the class-body indentation.
+Settings.__doc__ = inspect.cleandoc(Settings.__doc__ or "")
 
 
 def load_settings(argv: Sequence[str] | None = None) -> Settings:

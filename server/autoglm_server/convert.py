@@ -22,7 +22,7 @@ from autoglm_server.engine.types import (
     ModelDescription,
     SamplingOptions,
 )
-from autoglm_server.errors import InvalidRequestError
+from autoglm_server.errors import InvalidRequestError, RequestTooLargeError
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_TOP_LOGPROBS = 20
@@ -178,7 +178,7 @@ def _prompt_ids(message: pb.GenerateRequest, model: ModelDescription, tokenize: 
         ids = _token_ids("token_ids.ids", message.token_ids.ids, model.vocab_size, allow_empty=False)
         field = "token_ids"
     if len(ids) >= model.max_context_length:
-        raise InvalidRequestError(
+        raise RequestTooLargeError(
             field,
             f"the prompt has {len(ids)} tokens; the model's context holds {model.max_context_length}, "
             f"so a prompt may have at most {model.max_context_length - 1}",

@@ -14,7 +14,7 @@ from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
 from autoglm_server import convert, status
 from autoglm_server.engine.protocol import Engine
 from autoglm_server.engine.types import ANONYMOUS_TENANT, FinishReason, GenerationDelta
-from autoglm_server.errors import AutoglmError, CancelledError, UnavailableError
+from autoglm_server.errors import AutoglmError, CancelledError, RequestTooLargeError, UnavailableError
 from autoglm_server.lifecycle import ServingState
 from autoglm_server.observability.hooks import ObserverFactory, RequestObserver, noop_observer_factory
 
@@ -68,7 +68,7 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             observer.on_rejected(_reason(error))
             await status.abort(context, status.to_grpc_status(error))
             return
-        observer.on_admitted(domain)
+        observer.on_admitted(domain, prompt_text=request.text)
         self._state.stream_started(domain.request_id)
         try:
             yield convert.started_message(domain, self._engine.model)
@@ -145,6 +145,8 @@ def _drain_cut() -> UnavailableError:
 
 
 def _reason(error: AutoglmError) -> str:
+    if isinstance(error, RequestTooLargeError):
+        return "too_long"
     reason = getattr(error, "reason", None)
     if isinstance(reason, str) and reason.replace("_", "").isalpha():
         return reason

@@ -18,11 +18,13 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jwt.algorithms import ECAlgorithm
 
 from autoglm_client.v1 import generation_pb2 as pb
 from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
 from autoglm_server.auth.settings import AuthSettings
 from autoglm_server.auth.setup import AuthRuntime, build_auth
+from autoglm_server.auth.verifier import TokenRejectedError
 from tests.auth.local_keys import LocalKey, claims, write_jwks
 from tests.auth.stub_server import StubServer, stub_server
 
@@ -117,6 +119,13 @@ def _hs256_with_public_key(key: LocalKey) -> str:
     return signing_input + "." + _b64(mac)
 
 
+def _es256_with_header(key: LocalKey, header: dict[str, Any]) -> str:
+    # Signed by hand: PyJWT's encoder refuses some of the headers an attacker may send.
+    signing_input = _segments({"alg": "ES256", "typ": "JWT", **header}, claims())
+    signature = ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input.encode(), key.private_key)
+    return signing_input + "." + _b64(signature)
+
+
 def _tamper_payload(token: str) -> str:
     header, _, signature = token.split(".")
     return header + "." + _b64(json.dumps(claims(sub="mallory")).encode()) + "." + signature
@@ -153,6 +162,13 @@ def _matrix(key: LocalKey) -> list[tuple[str, str | None, str]]:
         ("missing sub", "Bearer " + key.sign(claims(sub=None)), "'sub'"),
         ("missing exp", "Bearer " + key.sign(claims(exp=None)), "'exp'"),
         ("missing iat", "Bearer " + key.sign(claims(iat=None)), "'iat'"),
+        ("iat in the future", "Bearer " + key.sign(claims(iat=2_000_000_000, nbf=None)), "issued in the future"),
+        ("crit header", "Bearer " + key.sign(claims(), crit=["exp"]), "JWS extension"),
+        ("b64 header", "Bearer " + _es256_with_header(key, {"kid": key.kid, "b64": True}), "JWS extension"),
+        ("no kid", "Bearer " + _es256_with_header(key, {}), "no usable kid"),
+        ("numeric kid", "Bearer " + _es256_with_header(key, {"kid": 1}), "no usable kid"),
+        ("huge kid", "Bearer " + _es256_with_header(key, {"kid": "k" * 300}), "no usable kid"),
+        ("non-string tenant", "Bearer " + key.sign(claims(tenant=["a", "b"])), "tenant"),
     ]
 
 
@@ -192,6 +208,28 @@ async def test_cached_token_stops_verifying_when_its_key_is_removed(
         await _model_info(stub, f"Bearer {token}")
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "unknown key id" in (caught.value.details() or "")
+
+
+async def test_two_authorization_entries_are_refused(stub: pb_grpc.GenerationServiceStub, key: LocalKey) -> None:
+    token = key.sign(claims())
+    metadata = (("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=metadata, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "more than one authorization" in (caught.value.details() or "")
+
+
+async def test_empty_tenant_means_the_subject(stub: pb_grpc.GenerationServiceStub, key: LocalKey) -> None:
+    # Vault identity tokens render missing entity metadata as "" (see test_vault_oidc.py).
+    reply = await _model_info(stub, f"Bearer {key.sign(claims(sub='carol', tenant=''))}")
+    assert reply.model_info.model_id.startswith("carol|carol|")
+
+
+async def test_non_ascii_token_is_malformed_before_parsing(runtime: AuthRuntime, key: LocalKey) -> None:
+    # gRPC clients cannot send this, but the verifier must not count characters as bytes.
+    with pytest.raises(TokenRejectedError) as caught:
+        await runtime.verifier.authenticate("Bearer " + key.sign(claims())[:-1] + "\u00e9")
+    assert caught.value.reason == "malformed"
 
 
 def test_disabled_auth_builds_nothing() -> None:

@@ -9,7 +9,7 @@ accounted for: never recorded, hung past its deadline, ended with an unexpected 
 from __future__ import annotations
 
 import collections
-import statistics
+import itertools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +50,7 @@ class Outcome:
     @property
     def inter_token_s(self) -> list[float]:
         times = self.chunk_times
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(times)]
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,7 @@ class Ledger:
         self.outcomes.append(outcome)
 
     def by_code(self, label: str | None = None) -> dict[str, int]:
-        counter = collections.Counter(
-            o.code.name for o in self.outcomes if label is None or o.label == label
-        )
+        counter = collections.Counter(o.code.name for o in self.outcomes if label is None or o.label == label)
         return dict(sorted(counter.items()))
 
     def with_label(self, label: str) -> list[Outcome]:
@@ -166,10 +164,3 @@ def _problem(outcome: Outcome, expectation: Expectation | None) -> str:
     ):
         return f"LENGTH with {len(outcome.token_ids)} tokens, asked for {outcome.max_new_tokens}"
     return ""
-
-
-def statistics_ms(values: Iterable[float]) -> str:
-    data = [v * 1000 for v in values]
-    if not data:
-        return "n=0"
-    return f"n={len(data)} p50={percentile(data, 50):.1f} ms p99={percentile(data, 99):.1f} ms mean={statistics.fmean(data):.1f} ms"

@@ -172,3 +172,70 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
         yield receiver
     finally:
         receiver.stop()
+
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+class _RawExportHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Answers Export without parsing it: no deserializer, so the handler gets the raw bytes."""
+
+    def __init__(self, sink: OtlpSink) -> None:
+        self._handler = grpc.unary_unary_rpc_method_handler(
+            self._export,
+            response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
+        )
+        self._sink = sink
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handler if handler_call_details.method == EXPORT_METHOD else None
+
+    def _export(self, request: bytes, context: grpc.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
+        self._sink._add(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class OtlpSink:
+    """A receiver for benchmarks: it keeps the export requests as bytes and parses them only when
+    asked, so that the collector's work (on another machine in production) does not compete for
+    the CPU with what is being measured."""
+
+    def __init__(self) -> None:
+        self._requests: list[bytes] = []
+        self._counted = 0
+        self._lock = threading.Lock()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        self._server.add_generic_rpc_handlers((_RawExportHandler(self),))
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _add(self, request: bytes) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def span_count(self) -> int:
+        """Spans received so far (parses what arrived since the last call: call it after measuring)."""
+        with self._lock:
+            received, self._requests = self._requests, []
+        for request in received:
+            self._counted += len(_flatten(trace_service_pb2.ExportTraceServiceRequest.FromString(request)))
+        return self._counted
+
+    def wait_for_span_count(self, count: int, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while (found := self.span_count()) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return found
+
+
+@contextmanager
+def otlp_sink() -> Iterator[OtlpSink]:
+    sink = OtlpSink()
+    sink._server.start()
+    try:
+        yield sink
+    finally:
+        sink._server.stop(grace=None).wait()

@@ -47,10 +47,12 @@ class MetricsUnavailableError(AssertionError):
 def scrape(admin_url: str, timeout: float = 5.0) -> Snapshot:
     """GET {admin_url}/metrics and parse it."""
     try:
-        with urllib.request.urlopen(f"{admin_url}/metrics", timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{admin_url}/metrics", timeout=timeout) as response:
             text = response.read().decode("utf-8")
     except urllib.error.HTTPError as error:
-        raise MetricsUnavailableError(f"GET {admin_url}/metrics answered {error.code}: the daemon exports no metrics") from None
+        raise MetricsUnavailableError(
+            f"GET {admin_url}/metrics answered {error.code}: the daemon exports no metrics"
+        ) from None
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(text):
         for item in family.samples:

@@ -10,7 +10,7 @@ import grpc
 
 from tests.helpers.daemon import Daemon
 from tests.helpers.ledger import Ledger
-from tests.helpers.scrape import Snapshot, scrape
+from tests.helpers.scrape import Snapshot, scrape, scrape_or_empty
 
 # --auth disabled: these scenarios are about the engine; test_vault_faults runs with auth on.
 BASE_ARGS = ("--auth", "disabled", "--torch-threads", "1", "--log-level", "warning")
@@ -61,6 +61,22 @@ async def wait_engine_idle(daemon: Daemon, timeout_s: float = IDLE_TIMEOUT_S) ->
         await asyncio.sleep(0.1)
 
 
+async def quiet_snapshot(daemon: Daemon, settle_s: float = 0.3) -> Snapshot:
+    """A scrape taken once the engine is idle and the request counters stopped moving.
+
+    The server counts an RPC when its task ends, a moment after the client saw the end: a scrape
+    taken right after earlier calls could miss some of them and blame the scenario for them.
+    """
+    await wait_engine_idle(daemon)
+    previous = await asyncio.to_thread(scrape_or_empty, daemon.admin_url)
+    while True:
+        await asyncio.sleep(settle_s)
+        current = await asyncio.to_thread(scrape_or_empty, daemon.admin_url)
+        if generate_codes(current) == generate_codes(previous):
+            return current
+        previous = current
+
+
 async def assert_metrics_match(
     daemon: Daemon, before: Snapshot, ledger: Ledger, *, timeout_s: float = 10.0
 ) -> dict[str, int]:
@@ -78,7 +94,11 @@ async def assert_metrics_match(
             break
         await asyncio.sleep(0.1)
     client = ledger.by_code()
-    problems = [f"{ledger.sent} sent, the server counted {sum(server.values())}"] if sum(server.values()) != ledger.sent else []
+    problems = (
+        [f"{ledger.sent} sent, the server counted {sum(server.values())}"]
+        if sum(server.values()) != ledger.sent
+        else []
+    )
     for code in DEFINITE_CODES:
         if server.get(code, 0) != client.get(code, 0):
             problems.append(f"{code}: server {server.get(code, 0)}, client {client.get(code, 0)}")

@@ -10,6 +10,7 @@ at the end of the run and, when AUTOGLM_RELIABILITY_FIGURES names a file, writte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -24,12 +25,11 @@ _FIGURES = pytest.StashKey[list[dict[str, Any]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    try:
+    # A conftest closer to the root may have registered it already (ValueError): then use that one.
+    with contextlib.suppress(ValueError):
         parser.addoption(
             "--soak", action="store_true", default=False, help="run the reliability scenarios at soak size"
         )
-    except ValueError:  # already registered by a conftest closer to the root
-        pass
 
 
 def _soak(config: pytest.Config) -> bool:

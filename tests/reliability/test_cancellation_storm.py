@@ -19,8 +19,7 @@ from tests.helpers import calls
 from tests.helpers.daemon import Daemon, running_daemon
 from tests.helpers.ledger import Expectation, Ledger
 from tests.helpers.procstats import Monitor
-from tests.helpers.scrape import scrape_or_empty
-from tests.reliability.checks import BASE_ARGS, assert_metrics_match, codes, wait_engine_idle
+from tests.reliability.checks import BASE_ARGS, assert_metrics_match, codes, quiet_snapshot, wait_engine_idle
 from tests.reliability.sizes import Sizes
 
 TOKENS = 16
@@ -61,7 +60,7 @@ async def test_cancellation_storm_frees_every_slot(daemon: Daemon, sizes: Sizes,
         for p in range(PROMPTS):
             plan = calls.CallPlan("complete", calls.request(f"storm prompt {p}", TOKENS), timeout_s=60)
             reference[p] = (await calls.run_call(service, plan, reference_ledger)).token_ids
-        before = scrape_or_empty(daemon.admin_url)
+        before = await quiet_snapshot(daemon)
         ledger = Ledger()
         with Monitor(daemon.process.pid) as monitor:
             plans = [_plan(i, rng) for i in range(sizes.storm_streams)]

@@ -13,14 +13,14 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from grpc_health.v1 import health_pb2
 import pytest
+from grpc_health.v1 import health_pb2
 
 from tests.helpers import calls
 from tests.helpers.daemon import Daemon, running_daemon
 from tests.helpers.ledger import Expectation, Ledger
 from tests.helpers.scrape import scrape
-from tests.reliability.checks import BASE_ARGS, assert_metrics_match, codes, wait_engine_idle
+from tests.reliability.checks import BASE_ARGS, assert_metrics_match, codes, quiet_snapshot, wait_engine_idle
 from tests.reliability.sizes import Sizes
 
 BLOCKER_TOKENS = 300
@@ -43,13 +43,15 @@ def _steps(daemon: Daemon) -> float:
     return scrape(daemon.admin_url).value("autoglm_engine_steps_total")
 
 
-async def test_deadline_passing_in_the_queue_never_runs(daemon: Daemon, sizes: Sizes, figures: list[dict[str, Any]]) -> None:
+async def test_deadline_passing_in_the_queue_never_runs(
+    daemon: Daemon, sizes: Sizes, figures: list[dict[str, Any]]
+) -> None:
     ledger = Ledger()
     blocker = calls.CallPlan("blocker", calls.request("blocker", BLOCKER_TOKENS), timeout_s=60)
     async with calls.insecure_channel(daemon.target) as channel:
         service = calls.stub(channel)
         await wait_engine_idle(daemon)
-        before = scrape(daemon.admin_url)
+        before = await quiet_snapshot(daemon)
         start = _steps(daemon)
         await calls.run_call(service, blocker, ledger)
         alone = _steps(daemon) - start
@@ -78,11 +80,12 @@ async def test_deadline_mid_stream_ends_the_stream_and_frees_the_row(
     async with calls.insecure_channel(daemon.target) as channel:
         service = calls.stub(channel)
         await wait_engine_idle(daemon)
-        before = scrape(daemon.admin_url)
+        before = await quiet_snapshot(daemon)
         for _ in range(sizes.rounds):
             plan = calls.CallPlan("expiring", calls.request("expiring", LONG_TOKENS), timeout_s=0.8)
             outcome = await calls.run_call(service, plan, ledger)
-            assert outcome.started and outcome.token_ids, "the request must have been decoding when it expired"
+            assert outcome.started, "the request was admitted"
+            assert outcome.token_ids, "the request must have been decoding when it expired"
             # The row is dropped at the next step: the engine is idle at once and stops stepping.
             await wait_engine_idle(daemon, timeout_s=2.0)
             steps = _steps(daemon)

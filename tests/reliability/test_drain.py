@@ -59,7 +59,9 @@ async def test_sigterm_completes_in_flight_and_refuses_new_calls(sizes: Sizes, f
             service = calls.stub(channel)
             in_flight = [
                 asyncio.create_task(
-                    calls.run_call(service, calls.CallPlan("in_flight", calls.request(f"drain {i}", TOKENS), timeout_s=90), ledger)
+                    calls.run_call(
+                        service, calls.CallPlan("in_flight", calls.request(f"drain {i}", TOKENS), timeout_s=90), ledger
+                    )
                 )
                 for i in range(sizes.drain_streams)
             ]

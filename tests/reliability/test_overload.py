@@ -18,8 +18,7 @@ from tests.helpers import calls
 from tests.helpers.daemon import Daemon, running_daemon
 from tests.helpers.ledger import Expectation, Ledger, percentile
 from tests.helpers.procstats import Monitor
-from tests.helpers.scrape import scrape_or_empty
-from tests.reliability.checks import BASE_ARGS, assert_metrics_match, codes, wait_engine_idle
+from tests.reliability.checks import BASE_ARGS, assert_metrics_match, codes, quiet_snapshot, wait_engine_idle
 from tests.reliability.sizes import Sizes
 
 MAX_RUNNING = 4
@@ -62,12 +61,14 @@ async def test_overload_sheds_excess_fast_and_loses_nothing(
     daemon: Daemon, sizes: Sizes, figures: list[dict[str, Any]]
 ) -> None:
     ledger = Ledger()
-    before = scrape_or_empty(daemon.admin_url)
+    before = await quiet_snapshot(daemon)
     async with calls.insecure_channel(daemon.target) as channel:
         service = calls.stub(channel)
         with Monitor(daemon.process.pid) as monitor:
             burst = [
-                calls.run_call(service, calls.CallPlan("burst", calls.request(f"burst {i}", TOKENS), timeout_s=60), ledger)
+                calls.run_call(
+                    service, calls.CallPlan("burst", calls.request(f"burst {i}", TOKENS), timeout_s=60), ledger
+                )
                 for i in range(10 * CAPACITY)
             ]
             await asyncio.gather(*burst)

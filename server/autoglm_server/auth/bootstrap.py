@@ -7,6 +7,7 @@ so running it twice changes nothing the second time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,28 +93,38 @@ def _role(client: Any, path: str, wanted: dict[str, Any]) -> str:
     return "created" if current is None else "updated"
 
 
-def bootstrap(session: VaultSession, plan: BootstrapPlan) -> list[tuple[str, str]]:
-    """Apply the plan; returns (step, outcome) pairs."""
+def _ignore(step: str, outcome: str) -> None:
+    pass
+
+
+def bootstrap(
+    session: VaultSession, plan: BootstrapPlan, report: Callable[[str, str], None] = _ignore
+) -> list[tuple[str, str]]:
+    """Apply the plan; returns (step, outcome) pairs, and passes each to `report` as it is done."""
 
     def run(client: Any) -> list[tuple[str, str]]:
-        steps = [
-            (f"secrets engine {plan.transit_mount}/", _enable(client, "transit", plan.transit_mount, auth=False)),
-            (f"transit key {plan.transit_key}", _transit_key(client, plan)),
-        ]
+        steps: list[tuple[str, str]] = []
+
+        def step(name: str, outcome: str) -> None:
+            steps.append((name, outcome))
+            report(name, outcome)
+
+        step(f"secrets engine {plan.transit_mount}/", _enable(client, "transit", plan.transit_mount, auth=False))
+        step(f"transit key {plan.transit_key}", _transit_key(client, plan))
         for name, text in render_policies(plan.transit_mount, plan.transit_key).items():
-            steps.append((f"policy {name}", _policy(client, name, text)))
+            step(f"policy {name}", _policy(client, name, text))
         token = {"token_ttl": plan.token_ttl_s, "token_max_ttl": plan.token_ttl_s * 4}
-        steps.append((f"auth {plan.approle_mount}/", _enable(client, "approle", plan.approle_mount, auth=True)))
+        step(f"auth {plan.approle_mount}/", _enable(client, "approle", plan.approle_mount, auth=True))
         for role, policy in (("autoglm-daemon", DAEMON_POLICY), ("autoglm-issuer", ISSUER_POLICY)):
             path = f"auth/{plan.approle_mount}/role/{role}"
-            steps.append((f"approle role {role}", _role(client, path, {"token_policies": [policy], **token})))
+            step(f"approle role {role}", _role(client, path, {"token_policies": [policy], **token}))
         mount = plan.kubernetes_mount
-        steps.append((f"auth {mount}/", _enable(client, "kubernetes", mount, auth=True)))
+        step(f"auth {mount}/", _enable(client, "kubernetes", mount, auth=True))
         if plan.kubernetes_host:
             config = {"kubernetes_host": plan.kubernetes_host}
             if plan.kubernetes_ca_cert:
                 config["kubernetes_ca_cert"] = plan.kubernetes_ca_cert
-            steps.append(("kubernetes config", _role(client, f"auth/{mount}/config", config)))
+            step("kubernetes config", _role(client, f"auth/{mount}/config", config))
         k8s_role = {
             "bound_service_account_names": [plan.service_account],
             "bound_service_account_namespaces": [plan.service_account_namespace],
@@ -121,7 +132,7 @@ def bootstrap(session: VaultSession, plan: BootstrapPlan) -> list[tuple[str, str
             "token_policies": [DAEMON_POLICY],
             **token,
         }
-        steps.append(("kubernetes role autoglm-daemon", _role(client, f"auth/{mount}/role/autoglm-daemon", k8s_role)))
+        step("kubernetes role autoglm-daemon", _role(client, f"auth/{mount}/role/autoglm-daemon", k8s_role))
         return steps
 
     result: list[tuple[str, str]] = session.call(run)

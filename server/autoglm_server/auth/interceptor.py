@@ -19,6 +19,7 @@ from autoglm_server import names
 from autoglm_server.auth.context import principal_var
 from autoglm_server.auth.principal import Principal
 from autoglm_server.auth.verifier import ScopeMissingError, TokenRejectedError, Verifier
+from autoglm_server.observability import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,11 @@ def method_scopes(scope_generate: str, scope_models_read: str) -> dict[str, str]
 
 
 def _authorization(metadata: Any) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization":
-            return str(value)
-    return None
+    """The one authorization value; two are refused, since a proxy and we might each read another."""
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if len(values) > 1:
+        raise TokenRejectedError("duplicate", "more than one authorization metadata entry; send exactly one")
+    return str(values[0]) if values else None
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -74,19 +76,33 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def _check(self, context: grpc.aio.ServicerContext, scope: str | None) -> Principal:
         try:
-            principal = await self._verifier.authenticate(_authorization(context.invocation_metadata()))
+            authorization = _authorization(context.invocation_metadata())
+            principal = await self._verifier.authenticate(authorization)
             if scope is None:
                 # Fail closed: a method nobody gave a scope to is not callable with a token.
                 raise ScopeMissingError("(none configured for this method)")
             self._verifier.authorize(principal, scope)
+            log_context.set_subject(principal.subject)  # on this RPC's log lines, access line and span
         except (TokenRejectedError, ScopeMissingError) as exc:
-            hook = self._on_failure()
-            if hook is not None:
-                hook(exc.reason)
-            logger.info("rejected a call: %s", exc.message)
-            await context.abort(exc.code, exc.message)
+            await self._reject(context, exc.reason, exc.code, exc.message)
             raise AssertionError("abort() returned") from exc  # abort always raises
+        except Exception as exc:
+            # A bug in a check must still fail closed, as UNAUTHENTICATED: INTERNAL would hide
+            # that the call was refused, and UNAVAILABLE would make a mesh retry it.
+            logger.exception("auth check failed unexpectedly; refusing the call")
+            code = grpc.StatusCode.UNAUTHENTICATED
+            await self._reject(context, "check_error", code, "authentication failed: the token could not be checked")
+            raise AssertionError("abort() returned") from exc
         return principal
+
+    async def _reject(
+        self, context: grpc.aio.ServicerContext, reason: str, code: grpc.StatusCode, message: str
+    ) -> None:
+        hook = self._on_failure()
+        if hook is not None:
+            hook(reason)
+        logger.info("rejected a call: %s", message)
+        await context.abort(code, message)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, scope: str | None) -> grpc.RpcMethodHandler:
         var = principal_var()

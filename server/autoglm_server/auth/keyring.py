@@ -95,7 +95,7 @@ class Keyring:
             "fetching keys from %s failed (%s: %s); keeping %d keys, age %s s",
             self._source.name,
             type(exc).__name__,
-            exc,
+            " ".join(str(exc).split()),  # Vault's multi-line errors, on one log line
             len(self._keys),
             "never fetched" if age is None else f"{age:.0f}",
         )

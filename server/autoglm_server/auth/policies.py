@@ -44,6 +44,14 @@ path "{mount}/sign/{key}" {{
 path "{mount}/keys/{key}" {{
   capabilities = ["read"]
 }}
+
+# Check and keep alive its own token (also in Vault's default policy, which a token may lack).
+path "auth/token/lookup-self" {{
+  capabilities = ["read"]
+}}
+path "auth/token/renew-self" {{
+  capabilities = ["update"]
+}}
 """
 
 _ROTATOR = """\

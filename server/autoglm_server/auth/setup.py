@@ -31,7 +31,7 @@ def build_source(settings: AuthSettings) -> KeySource:
         return JwksFileSource(settings.jwks_file)
     session = VaultSession(settings)
     if settings.key_source == "vault-oidc":
-        return VaultOidcSource(session)
+        return VaultOidcSource(session, expected_issuer=settings.jwt_issuer)
     return VaultTransitSource(session, settings.vault_transit_mount, settings.vault_transit_key)
 
 

@@ -101,18 +101,41 @@ class JwksSource:
         return keys
 
 
+OIDC_KEYS_PATH = "/v1/identity/oidc/.well-known/keys"
+OIDC_DISCOVERY_PATH = "/v1/identity/oidc/.well-known/openid-configuration"
+
+
 class VaultOidcSource(JwksSource):
-    def __init__(self, session: VaultSession) -> None:
+    """Vault's identity-token issuer. Its tokens carry iss = <issuer>/v1/identity/oidc (the issuer
+    of `identity/oidc/config`, else Vault's api_addr) and aud = the role's client_id: the daemon's
+    --jwt-issuer and --jwt-audience must be set to those. The first successful fetch compares
+    Vault's published issuer with the configured one and warns once on a mismatch, which would
+    otherwise show only as every call failing with 'wrong issuer'."""
+
+    def __init__(self, session: VaultSession, expected_issuer: str = "") -> None:
         # Vault signs identity tokens with RS256 by default; ES256 and EdDSA are configurable.
         super().__init__("vault-oidc", frozenset({"ES256", "EdDSA", "RS256"}))
         self._session = session
+        self._expected_issuer = expected_issuer
+        self._issuer_checked = not expected_issuer
 
     def fetch(self) -> dict[str, VerificationKey]:
-        def read(client: Any) -> Any:
-            return client.adapter.get("/v1/identity/oidc/.well-known/keys")
+        def read(client: Any, path: str) -> Any:
+            return client.adapter.get(path)
 
-        document = self._session.call(read)
-        return self.parse(document)
+        keys = self.parse(self._session.call(read, OIDC_KEYS_PATH))
+        if not self._issuer_checked:
+            discovery = self._session.call(read, OIDC_DISCOVERY_PATH)
+            self._issuer_checked = True
+            published = discovery.get("issuer") if isinstance(discovery, dict) else None
+            if published != self._expected_issuer:
+                logger.warning(
+                    "Vault's identity tokens carry iss=%r but --jwt-issuer is %r: every token will be "
+                    "rejected as 'wrong issuer' until they match",
+                    published,
+                    self._expected_issuer,
+                )
+        return keys
 
 
 class JwksFileSource(JwksSource):

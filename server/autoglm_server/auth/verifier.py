@@ -1,14 +1,22 @@
 """JWT verification: the checks of RFC 8725, each failure naming the check that failed.
 
-Order: size cap, then the header (kid -> key -> the key's one algorithm), then signature and claims
-(PyJWT, with exactly the key's algorithm allowed), then scopes. Messages never echo the token or
-show key material. A small cache remembers tokens whose signature already verified, so a caller
+Order: size cap (before any parsing), then the header (kid -> key -> the key's one algorithm), then
+signature and claims (PyJWT, with exactly the key's algorithm allowed), then scopes. The kid is
+attacker input: it is only ever a dictionary key (never a path, URL or log field), and an unknown
+kid costs at most one rate-limited refresh (keyring.py). Header fields that point elsewhere (jku,
+x5u, jwk, x5c) are ignored, never fetched or trusted; `crit` and `b64` are refused, because we
+implement no JWS extension. Messages never echo the token or show key material.
+
+A small cache remembers tokens whose signature already verified, so a caller
 that reuses a token pays for the ECDSA check once; a hit still checks exp/nbf and that its key is
 still in the keyring (a revoked key stops its cached tokens too).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,18 +68,18 @@ class _Verified:
 # PyJWT's exception types -> (reason label, message). Subclasses come before their bases.
 _PYJWT_FAILURES: tuple[tuple[type[Exception], str, str], ...] = (
     (jwt_exc.ExpiredSignatureError, "expired", "the token has expired (exp)"),
-    (jwt_exc.ImmatureSignatureError, "not_yet_valid", "the token is not valid yet (nbf)"),
-    (jwt_exc.InvalidIssuedAtError, "bad_iat", "the token's iat is in the future or not a number"),
+    (jwt_exc.InvalidIssuedAtError, "bad_iat", "the iat claim is not a number"),
     (jwt_exc.InvalidIssuerError, "wrong_issuer", "wrong issuer (iss)"),
     (jwt_exc.InvalidAudienceError, "wrong_audience", "wrong audience (aud)"),
     (jwt_exc.InvalidSubjectError, "bad_subject", "the sub claim is not a string"),
+    (jwt_exc.InvalidJTIError, "bad_jti", "the jti claim is not a string"),
     (jwt_exc.InvalidSignatureError, "bad_signature", "signature verification failed"),
     (jwt_exc.InvalidAlgorithmError, "alg_not_allowed", "algorithm not allowed for this key"),
     (jwt_exc.DecodeError, "malformed", "the token is not a well-formed JWT"),
 )
 
 
-def _bearer_token(authorization: str | None) -> str:
+def _bearer_token(authorization: str | None, max_bytes: int) -> str:
     if authorization is None:
         raise TokenRejectedError("missing", "no authorization metadata; send 'authorization: Bearer <jwt>'")
     scheme, _, token = authorization.partition(" ")
@@ -80,7 +88,34 @@ def _bearer_token(authorization: str | None) -> str:
     token = token.strip()
     if not token:
         raise TokenRejectedError("empty", "the Bearer token is empty")
+    # A JWT is ASCII, so characters are bytes and the cap below is a cap in bytes.
+    if len(token) > max_bytes:
+        raise TokenRejectedError("too_large", f"the token is longer than {max_bytes} bytes")
+    if not token.isascii():
+        raise TokenRejectedError("malformed", "the token is not a well-formed JWT (non-ASCII characters)")
     return token
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header, read by hand: PyJWT's reader raises undocumented types for odd headers
+    (a numeric kid, an unknown crit), which would escape as INTERNAL instead of UNAUTHENTICATED."""
+    if token.count(".") != 2:
+        raise TokenRejectedError("malformed", "the token is not a well-formed JWT (needs 3 segments)")
+    segment = token.partition(".")[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise TokenRejectedError("malformed", "the token is not a well-formed JWT (bad header)") from exc
+    if not isinstance(header, dict):
+        raise TokenRejectedError("malformed", "the token is not a well-formed JWT (bad header)")
+    return header
+
+
+def _immature(exc: jwt_exc.ImmatureSignatureError) -> TokenRejectedError:
+    # PyJWT raises the same type for a future nbf and a future iat; its message names the claim.
+    if "(iat)" in str(exc):
+        return TokenRejectedError("iat_in_future", "the token was issued in the future (iat)")
+    return TokenRejectedError("not_yet_valid", "the token is not valid yet (nbf)")
 
 
 def parse_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -103,9 +138,7 @@ class Verifier:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller of a verified token; raises TokenRejectedError naming the failed check."""
-        token = _bearer_token(authorization)
-        if len(token) > self._config.max_token_bytes:
-            raise TokenRejectedError("too_large", f"the token is longer than {self._config.max_token_bytes} bytes")
+        token = _bearer_token(authorization, self._config.max_token_bytes)
         cached = self._cache.get(token)
         if cached is not None and self._still_valid(cached):
             return cached.principal
@@ -128,11 +161,10 @@ class Verifier:
         return now <= cached.exp + leeway and (cached.nbf is None or cached.nbf <= now + leeway)
 
     async def _key_for(self, token: str) -> VerificationKey:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt_exc.DecodeError as exc:
-            raise TokenRejectedError("malformed", "the token is not a well-formed JWT") from exc
+        header = _unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
+        if "crit" in header or "b64" in header:
+            raise TokenRejectedError("unsupported_header", "the token header asks for a JWS extension (crit/b64)")
         if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:
             raise TokenRejectedError("no_kid", "the token header has no usable kid")
         key = await self._keyring.lookup(kid)
@@ -156,6 +188,8 @@ class Verifier:
             )
         except jwt_exc.MissingRequiredClaimError as exc:
             raise TokenRejectedError("missing_claim", f"the token lacks the required claim {exc.claim!r}") from exc
+        except jwt_exc.ImmatureSignatureError as exc:
+            raise _immature(exc) from exc
         except jwt_exc.InvalidTokenError as exc:
             for exc_type, reason, message in _PYJWT_FAILURES:
                 if isinstance(exc, exc_type):
@@ -168,9 +202,13 @@ class Verifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise TokenRejectedError("bad_subject", "the sub claim must be a non-empty string")
-        tenant = claims.get("tenant", subject)
-        if not isinstance(tenant, str) or not tenant:
-            raise TokenRejectedError("bad_tenant", "the tenant claim must be a non-empty string")
+        # An empty tenant counts as none: Vault identity-token templates render missing entity
+        # metadata as "" (e.g. {{identity.entity.metadata.tenant}} on an entity without it).
+        tenant = claims.get("tenant")
+        if tenant is None or tenant == "":
+            tenant = subject
+        elif not isinstance(tenant, str):
+            raise TokenRejectedError("bad_tenant", "the tenant claim must be a string")
         nbf = claims.get("nbf")
         return _Verified(
             principal=Principal(subject=subject, tenant=tenant, scopes=parse_scopes(claims)),

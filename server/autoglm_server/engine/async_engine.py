@@ -25,7 +25,7 @@ from autoglm_server.engine.runner import FaultInjector, ModelRunner
 from autoglm_server.engine.scheduler import Limits
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import EngineStats, GenerationDelta, GenerationRequest, ModelDescription
-from autoglm_server.errors import AutoglmError, EngineFailedError, UnavailableError
+from autoglm_server.errors import AutoglmError, EngineFailedError, InvalidRequestError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class AsyncEngine:
         if not self._alive:
             raise EngineFailedError("the engine failed; the daemon is restarting")
         if request.request_id in self._mailboxes:
-            raise ValueError(f"request id {request.request_id!r} is already in the engine")
+            raise InvalidRequestError("request_id", f"{request.request_id!r} is already in use by a running request")
         mailbox = _Mailbox()
         self._mailboxes[request.request_id] = mailbox
         try:

@@ -1,5 +1,7 @@
 """`builtin:tiny`: a small Llama model with random weights and a byte-level tokenizer, built in code.
 
+`builtin:small` is the same at about 110M parameters (hidden 768, 12 layers), for benchmarks.
+
 It needs no file and no hub, so the whole serving path runs on any machine. Its text is meaningless.
 The tokenizer maps every UTF-8 byte to one token, so any text round-trips and a multi-byte character
 is always split across tokens (which exercises incremental detokenization).
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 BUILTIN_TINY = "builtin:tiny"
+BUILTIN_SMALL = "builtin:small"
 BUILTIN_SEED = 1234
 
 BOS_TOKEN = "<s>"
@@ -26,6 +29,16 @@ TINY_CONFIG: dict[str, Any] = {
     "num_key_value_heads": 4,
     "max_position_embeddings": 2048,
 }
+SMALL_CONFIG: dict[str, Any] = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 12,
+    "max_position_embeddings": 2048,
+}
+# The built-in models by name (each with the byte-level tokenizer and seeded random weights).
+BUILTIN_MODELS: dict[str, dict[str, Any]] = {BUILTIN_TINY: TINY_CONFIG, BUILTIN_SMALL: SMALL_CONFIG}
 
 
 def _byte_symbols() -> list[str]:
@@ -66,7 +79,7 @@ def build_tokenizer() -> Any:
     )
 
 
-def build_model(tokenizer: Any) -> Any:
+def build_model(tokenizer: Any, name: str = BUILTIN_TINY) -> Any:
     """The Llama model with weights drawn from a fixed seed (same weights on every machine)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -77,7 +90,7 @@ def build_model(tokenizer: Any) -> Any:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        **TINY_CONFIG,
+        **BUILTIN_MODELS[name],
     )
     # A private generator: loading must not disturb (or depend on) the process's global RNG.
     generator = torch.Generator().manual_seed(BUILTIN_SEED)

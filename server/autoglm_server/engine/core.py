@@ -20,7 +20,7 @@ from autoglm_server.engine.runner import KVBatch, ModelRunner, merge, select
 from autoglm_server.engine.sampling import RowSampling, sample
 from autoglm_server.engine.scheduler import Limits, Scheduler, Ticket
 from autoglm_server.engine.sequence import Sequence
-from autoglm_server.engine.types import FinishReason, GenerationDelta, GenerationRequest
+from autoglm_server.engine.types import FinishReason, GenerationDelta, GenerationRequest, TokenLogprob
 from autoglm_server.errors import (
     AutoglmError,
     DeadlineExceededError,
@@ -162,11 +162,12 @@ class EngineCore:
         ]
         try:
             logits, kv = self.runner.prefill([r.request.prompt_token_ids for r in rows])
+            tokens, logprobs = sample(logits, [r.sampling for r in rows])
         except torch.OutOfMemoryError:
             self._out_of_memory(rows, outputs)
             return
         self.steps += 1
-        tokens = self._sample(logits, rows, outputs)
+        self._append(rows, tokens, logprobs, outputs)
         self.runner.set_last_tokens(kv, tokens)
         self._batch = merge(self._batch, kv)
         self._rows.extend(rows)
@@ -176,21 +177,22 @@ class EngineCore:
         assert self._batch is not None
         try:
             logits = self.runner.decode(self._batch)
+            tokens, logprobs = sample(logits, [r.sampling for r in self._rows])
         except torch.OutOfMemoryError:
             rows, self._rows, self._batch = self._rows, [], None
             self._out_of_memory(rows, outputs)
             return
         self.steps += 1
-        tokens = self._sample(logits, self._rows, outputs)
+        self._append(self._rows, tokens, logprobs, outputs)
         self.runner.set_last_tokens(self._batch, tokens)
         self._retire()
 
-    def _sample(self, logits: torch.Tensor, rows: list[Sequence], outputs: list[Output]) -> list[int]:
-        tokens, logprobs = sample(logits, [r.sampling for r in rows])
+    def _append(
+        self, rows: list[Sequence], tokens: list[int], logprobs: list[TokenLogprob | None], outputs: list[Output]
+    ) -> None:
         now = time.monotonic()
         for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
             outputs.append((row.request_id, row.append(token, logprob, now)))
-        return tokens
 
     def _retire(self) -> None:
         """Drop finished rows at once and return their reservations."""

@@ -73,9 +73,9 @@ def load(settings: EngineSettings) -> LoadedModel:
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     log.info("loading model %s on %s as %s (--dtype %s)", settings.model, device, dtype_name(dtype), settings.dtype)
-    if settings.model == builtin_tiny.BUILTIN_TINY:
+    if settings.model in builtin_tiny.BUILTIN_MODELS:
         tokenizer = builtin_tiny.build_tokenizer()
-        model = builtin_tiny.build_model(tokenizer)
+        model = builtin_tiny.build_model(tokenizer, settings.model)
         revision, random_weights = f"seed-{builtin_tiny.BUILTIN_SEED}", True
     else:
         source, revision = _locate(settings.model, settings.revision)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from transformers import DynamicCache
+
+from autoglm_server.engine.kvcache import SlotCache
 
 # Called before every forward with "prefill" or "decode"; tests raise torch.OutOfMemoryError from it.
 FaultInjector = Callable[[str], None]
@@ -25,7 +25,7 @@ FaultInjector = Callable[[str], None]
 class KVBatch:
     """The device state of the running rows, in row order."""
 
-    cache: Any  # transformers DynamicCache
+    cache: SlotCache
     mask: torch.Tensor  # [rows, columns] int64, 0 on left padding
     positions: torch.Tensor  # [rows] int64, the position id of each row's next token
     last_tokens: torch.Tensor  # [rows] int64, each row's newest token (the next step's input)
@@ -62,7 +62,7 @@ class ModelRunner:
         ids, mask = ids.to(self.device), mask.to(self.device)
         # Positions count real tokens only, as generate() does for left-padded input.
         position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        cache = DynamicCache()
+        cache = SlotCache()
         logits = self._forward(
             "prefill", input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache
         )
@@ -87,28 +87,17 @@ class ModelRunner:
         batch.last_tokens = torch.tensor(token_ids, dtype=torch.long, device=self.device)
 
 
-def _layers(cache: Any) -> list[Any]:
-    layers: list[Any] = cache.layers
-    return layers
-
-
 def merge(running: KVBatch | None, joining: KVBatch) -> KVBatch:
-    """Append the joining rows after the running ones (both caches left-padded to one width)."""
+    """Append the joining rows after the running ones (both left-padded to one width)."""
     if running is None or running.rows == 0:
         return joining
     width = max(running.mask.shape[1], joining.mask.shape[1])
-
-    def pad(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
-        missing = width - t.shape[-dim_from_end]
-        if missing == 0:
-            return t
-        spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
-        return F.pad(t, spec)
-
-    for old, new in zip(_layers(running.cache), _layers(joining.cache), strict=True):
-        old.keys = torch.cat([pad(old.keys, 2), pad(new.keys, 2)], dim=0)
-        old.values = torch.cat([pad(old.values, 2), pad(new.values, 2)], dim=0)
-    running.mask = torch.cat([pad(running.mask, 1), pad(joining.mask, 1)], dim=0)
+    for old, new in zip(running.cache.slot_layers, joining.cache.slot_layers, strict=True):
+        old.append_rows(new)
+    mask = running.mask.new_zeros((running.rows + joining.rows, width))
+    mask[: running.rows, width - running.mask.shape[1] :] = running.mask
+    mask[running.rows :, width - joining.mask.shape[1] :] = joining.mask
+    running.mask = mask
     running.positions = torch.cat([running.positions, joining.positions])
     running.last_tokens = torch.cat([running.last_tokens, joining.last_tokens])
     return running
@@ -123,9 +112,8 @@ def select(batch: KVBatch, keep: list[int]) -> KVBatch | None:
     index = torch.tensor(keep, dtype=torch.long, device=batch.mask.device)
     mask = batch.mask.index_select(0, index)
     first = int(mask.any(dim=0).nonzero()[0, 0])
-    for layer in _layers(batch.cache):
-        layer.keys = layer.keys.index_select(0, index)[:, :, first:, :]
-        layer.values = layer.values.index_select(0, index)[:, :, first:, :]
+    for layer in batch.cache.slot_layers:
+        layer.keep_rows(index, first)
     batch.mask = mask[:, first:]
     batch.positions = batch.positions.index_select(0, index)
     batch.last_tokens = batch.last_tokens.index_select(0, index)

@@ -12,7 +12,8 @@ class EngineSettings(BaseModel):
 
     model: str = Field(
         "builtin:tiny",
-        description="builtin:tiny, a local model directory, or a Hugging Face id already in the local cache",
+        description="builtin:tiny (or builtin:small, ~110M; both random weights), a local model directory,"
+        " or a Hugging Face id already in the local cache",
     )
     model_version: str = Field("", description="deployment version label reported in metrics and ModelInfo")
     revision: str = Field("", description="hub revision to load (default: the cache's main ref)")
@@ -25,7 +26,9 @@ class EngineSettings(BaseModel):
     max_stop_strings: int = Field(16, ge=0, description="most stop strings per request")
     max_stop_string_bytes: int = Field(256, ge=1, description="longest stop string, in UTF-8 bytes")
     max_running: int = Field(32, ge=1, description="most requests decoding together (batch rows)")
-    max_waiting: int = Field(256, ge=0, description="most admitted requests waiting for a batch row")
+    max_waiting: int = Field(
+        256, ge=0, description="most admitted requests waiting beyond the free batch rows; more -> RESOURCE_EXHAUSTED"
+    )
     max_waiting_per_tenant: int = Field(
         0, ge=0, description="most waiting requests of one tenant (0: same as --max-waiting)"
     )

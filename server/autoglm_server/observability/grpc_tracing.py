@@ -25,7 +25,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from autoglm_server import names
-from autoglm_server.observability import rpc_outcome
+from autoglm_server.observability import log_context, rpc_outcome
 from autoglm_server.observability.rpc_outcome import CallTracker, Continuation
 
 # Attribute names (OpenTelemetry RPC and GenAI semantic conventions, plus our own).
@@ -34,7 +34,7 @@ RPC_SERVICE = "rpc.service"
 RPC_METHOD = "rpc.method"
 RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 REQUEST_ID = "autoglm.request_id"
-SUBJECT = "enduser.id"
+SUBJECT = log_context.ENDUSER_ID
 GRPC_STATUS_MESSAGE = "autoglm.grpc.status_message"
 
 

@@ -14,8 +14,12 @@ from autoglm_server.engine.types import GenerationDelta, GenerationRequest
 class RequestObserver(Protocol):
     """Follows one Generate call from admission to its end."""
 
-    def on_admitted(self, request: GenerationRequest) -> None:
-        """The engine accepted the request (it may still wait in the queue)."""
+    def on_admitted(self, request: GenerationRequest, prompt_text: str = "") -> None:
+        """The engine accepted the request (it may still wait in the queue).
+
+        `prompt_text` is the caller's prompt when it came as text ("" for token ids); it is only
+        written to the logs under --log-prompts.
+        """
 
     def on_tokens(self, delta: GenerationDelta) -> None:
         """A chunk of tokens was sent to the client (the first one marks time to first token)."""
@@ -36,7 +40,7 @@ class ObserverFactory(Protocol):
 class NoopObserver:
     """An observer that records nothing."""
 
-    def on_admitted(self, request: GenerationRequest) -> None:
+    def on_admitted(self, request: GenerationRequest, prompt_text: str = "") -> None:
         return None
 
     def on_tokens(self, delta: GenerationDelta) -> None:

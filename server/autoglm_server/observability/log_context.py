@@ -10,6 +10,10 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
+ENDUSER_ID = "enduser.id"
+
 _request_id: ContextVar[str] = ContextVar("autoglm_request_id", default="")
 _subject: ContextVar[str] = ContextVar("autoglm_subject", default="")
 _summary: ContextVar[CallSummary | None] = ContextVar("autoglm_call_summary", default=None)
@@ -39,8 +43,12 @@ def set_request_id(request_id: str) -> None:
 
 
 def set_subject(subject: str) -> None:
-    """Tag the rest of this RPC's log lines with the authenticated subject (the JWT `sub`)."""
+    """Tag the rest of this RPC's log lines with the authenticated subject (the JWT `sub`), and its
+    span with enduser.id (the OpenTelemetry convention for the caller's identity)."""
     _subject.set(subject)
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(ENDUSER_ID, subject)
     summary = _summary.get()
     if summary is not None:
         summary.subject = subject

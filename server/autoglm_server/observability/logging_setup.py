@@ -78,7 +78,10 @@ class JsonFormatter(logging.Formatter):
         }
         for name in _CONTEXT_FIELDS:
             entry[name] = getattr(record, name, "")
-        entry.update(_extras(record))
+        # Extras are redacted too: under --log-prompts a prompt may quote a credential.
+        entry.update(
+            {key: redact(value) if isinstance(value, str) else value for key, value in _extras(record).items()}
+        )
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, ensure_ascii=False)

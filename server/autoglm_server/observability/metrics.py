@@ -34,7 +34,17 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 # Reasons are label values: a bounded set, anything else counts as "other".
 REJECTION_REASONS = frozenset(
-    {"queue_full", "tenant_limit", "too_long", "deadline", "invalid", "unavailable", "out_of_memory", "internal"}
+    {
+        "queue_full",
+        "tenant_limit",
+        "too_long",
+        "deadline",
+        "queue_time",
+        "invalid",
+        "unavailable",
+        "out_of_memory",
+        "internal",
+    }
 )
 # The servicer falls back to the status code's name when an error has no reason of its own.
 _REASON_ALIASES = {"invalid_argument": "invalid", "deadline_exceeded": "deadline", "draining": "unavailable"}

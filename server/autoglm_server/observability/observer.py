@@ -54,6 +54,7 @@ class _Observer:
         "_mono0",
         "_output",
         "_owner",
+        "_prompt_text",
         "_request",
         "_span",
         "_summary",
@@ -73,13 +74,17 @@ class _Observer:
         self._first_token: float | None = None
         self._last_token = 0.0
         self._generated = 0
+        # Text is kept only under --log-prompts; otherwise neither prompt nor output is held.
         self._output: list[str] | None = [] if owner.log_prompts else None
+        self._prompt_text = ""
 
     def _ns(self, monotonic: float) -> int:
         return self._wall0_ns + int((monotonic - self._mono0) * 1e9)
 
-    def on_admitted(self, request: GenerationRequest) -> None:
+    def on_admitted(self, request: GenerationRequest, prompt_text: str = "") -> None:
         self._request = request
+        if self._output is not None:
+            self._prompt_text = prompt_text
         self._arrival = request.arrival_time
         self._admitted = True
         log_context.set_request_id(request.request_id)
@@ -179,15 +184,15 @@ class _Observer:
             child.end(end_time=self._ns(end))
 
     def _log_text(self, reason: str) -> None:
+        """The --log-prompts line: what was asked and what was answered (so far)."""
         request = self._request
-        prompt_logger.info(
-            "generation text",
-            extra={
-                "prompt_token_ids": list(request.prompt_token_ids) if request is not None else [],
-                "output_text": "".join(self._output or ()),
-                "finish_reason": reason,
-            },
-        )
+        if request is None:
+            return
+        fields: dict[str, object] = {"prompt_text": self._prompt_text, "output_text": "".join(self._output or ())}
+        if not self._prompt_text:  # the prompt came as token ids
+            fields["prompt_token_ids"] = list(request.prompt_token_ids)
+        fields["finish_reason"] = reason
+        prompt_logger.info("generation text", extra=fields)
 
     def on_rejected(self, reason: str) -> None:
         metrics = self._owner.metrics
@@ -200,6 +205,8 @@ class _Observer:
         if self._span.is_recording():
             self._span.set_attribute(REJECTION, reason)
             self._span.add_event("autoglm.rejected", {"reason": reason})
+        if self._output is not None:
+            self._log_text(reason)  # an admitted request that failed or was cancelled midway
 
 
 class _Factory:
