@@ -28,6 +28,7 @@ from autoglm_server.auth.context import current_principal
 from autoglm_server.auth.setup import AuthRuntime, build_auth
 from autoglm_server.auth.vault import VaultError
 from autoglm_server.config import Settings
+from autoglm_server.decode_guard import DecodeGuardInterceptor
 from autoglm_server.engine.protocol import Engine
 from autoglm_server.engine.types import ANONYMOUS_TENANT
 from autoglm_server.errors import StartupError
@@ -161,6 +162,8 @@ class Daemon:
         interceptors = list(self._obs.interceptors)
         if self._auth is not None:
             interceptors.append(self._auth.interceptor)
+        # Innermost: a request that does not parse is the caller's error (INVALID_ARGUMENT).
+        interceptors.append(DecodeGuardInterceptor())
         server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
         limits = convert.RequestLimits(
             max_new_tokens_limit=settings.max_new_tokens_limit,

@@ -26,6 +26,11 @@ from autoglm_server.errors import InvalidRequestError, RequestTooLargeError
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_TOP_LOGPROBS = 20
+# Temperatures below this are treated as 0 (greedy).
+MIN_SAMPLING_TEMPERATURE = 1e-5
+# A text prompt may hold at most this many UTF-8 bytes per token of context: a cheap bound checked
+# before tokenizing, so a huge text is refused without costing the server its tokenization.
+MAX_TEXT_BYTES_PER_CONTEXT_TOKEN = 32
 
 _FINISH_REASONS = {
     FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
@@ -73,9 +78,7 @@ def to_generation_request(
     stop_strings = _stop_strings(message, limits)
     stop_token_ids = _token_ids("stop_token_ids", message.stop_token_ids, model.vocab_size, allow_empty=True)
     if not 0 <= message.top_logprobs <= MAX_TOP_LOGPROBS:
-        raise InvalidRequestError(
-            "top_logprobs", f"must be in [0, {MAX_TOP_LOGPROBS}], got {message.top_logprobs}"
-        )
+        raise InvalidRequestError("top_logprobs", f"must be in [0, {MAX_TOP_LOGPROBS}], got {message.top_logprobs}")
     if message.top_logprobs and not message.logprobs:
         raise InvalidRequestError("top_logprobs", "needs logprobs=true")
     prompt_ids = _prompt_ids(message, model, tokenize)
@@ -96,6 +99,17 @@ def to_generation_request(
     )
 
 
+def check_text_size(field: str, text: str, model: ModelDescription) -> None:
+    """Refuse a text too long to ever fit the context, before spending time tokenizing it."""
+    limit = model.max_context_length * MAX_TEXT_BYTES_PER_CONTEXT_TOKEN
+    if len(text) > limit or len(text.encode("utf-8")) > limit:
+        raise RequestTooLargeError(
+            field,
+            f"the text is over {limit} bytes ({MAX_TEXT_BYTES_PER_CONTEXT_TOKEN} per token of the "
+            f"model's {model.max_context_length}-token context)",
+        )
+
+
 def _request_id(value: str) -> str:
     if not value:
         return uuid.uuid4().hex
@@ -111,9 +125,7 @@ def _max_new_tokens(message: pb.GenerateRequest, limits: RequestLimits) -> int:
         return min(limits.default_max_new_tokens, limits.max_new_tokens_limit)
     value = message.max_new_tokens
     if not 1 <= value <= limits.max_new_tokens_limit:
-        raise InvalidRequestError(
-            "max_new_tokens", f"must be in [1, {limits.max_new_tokens_limit}], got {value}"
-        )
+        raise InvalidRequestError("max_new_tokens", f"must be in [1, {limits.max_new_tokens_limit}], got {value}")
     return value
 
 
@@ -122,6 +134,8 @@ def _sampling(message: pb.GenerateRequest) -> SamplingOptions:
     temperature = params.temperature if params.HasField("temperature") else 0.0
     if not math.isfinite(temperature) or temperature < 0:
         raise InvalidRequestError("sampling.temperature", f"must be a finite number >= 0, got {temperature}")
+    if temperature < MIN_SAMPLING_TEMPERATURE:
+        temperature = 0.0  # below this, sampling is argmax with overflow risk: decode greedily
     top_p = params.top_p if params.HasField("top_p") else 1.0
     if not math.isfinite(top_p) or not 0 < top_p <= 1:
         raise InvalidRequestError("sampling.top_p", f"must be in (0, 1], got {top_p}")
@@ -134,9 +148,7 @@ def _sampling(message: pb.GenerateRequest) -> SamplingOptions:
             "sampling.repetition_penalty", f"must be a finite number > 0 (1 means none), got {penalty}"
         )
     seed = params.seed if params.HasField("seed") else None
-    return SamplingOptions(
-        temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty, seed=seed
-    )
+    return SamplingOptions(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty, seed=seed)
 
 
 def _stop_strings(message: pb.GenerateRequest, limits: RequestLimits) -> tuple[str, ...]:
@@ -205,9 +217,7 @@ def chunk_message(delta: GenerationDelta) -> pb.GenerateResponse:
         )
         for item in delta.logprobs
     ]
-    return pb.GenerateResponse(
-        chunk=pb.TokenChunk(text=delta.text, token_ids=delta.token_ids, logprobs=logprobs)
-    )
+    return pb.GenerateResponse(chunk=pb.TokenChunk(text=delta.text, token_ids=delta.token_ids, logprobs=logprobs))
 
 
 def finished_message(delta: GenerationDelta) -> pb.GenerateResponse:

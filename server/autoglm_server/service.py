@@ -20,6 +20,9 @@ from autoglm_server.observability.hooks import ObserverFactory, RequestObserver,
 
 logger = logging.getLogger(__name__)
 
+# Texts up to this many characters are tokenized on the event loop (microseconds); longer ones in a thread.
+INLINE_TOKENIZE_CHARS = 2048
+
 # Who made the call (tenant used for fair share); the auth layer supplies it once enabled.
 TenantLookup = Callable[[], str]
 
@@ -56,17 +59,22 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         observer = self._observers("Generate")
         try:
             self._state.check_admission()
+            prompt_ids = await self._tokenize_prompt(request)
             domain = convert.to_generation_request(
                 request,
                 model=self._engine.model,
                 limits=self._limits,
-                tokenize=lambda text: self._engine.tokenize(text, True),
+                tokenize=lambda _text: prompt_ids,
                 call=convert.CallContext(tenant=self._tenant_lookup(), deadline=_deadline(context)),
             )
             stream = await self._engine.submit(domain)
         except AutoglmError as error:
             observer.on_rejected(_reason(error))
             await status.abort(context, status.to_grpc_status(error))
+            return
+        except Exception as error:
+            observer.on_rejected("internal")
+            await status.abort(context, status.internal_status(error))
             return
         observer.on_admitted(domain, prompt_text=request.text)
         self._state.stream_started(domain.request_id)
@@ -80,6 +88,11 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
         except asyncio.CancelledError:
             observer.on_rejected("cancelled")
             raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            observer.on_rejected("internal")
+            await status.abort(context, status.internal_status(error))
         finally:
             self._engine.abort(domain.request_id)
             self._state.stream_ended(domain.request_id)
@@ -107,16 +120,31 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             if aclose is not None:
                 await aclose()
 
-    async def Tokenize(
-        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
-    ) -> pb.TokenizeResponse:
+    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         try:
             self._state.check_admission()
-            ids = self._engine.tokenize(request.text, request.add_special_tokens)
+            convert.check_text_size("text", request.text, self._engine.model)
+            ids = await self._tokenize(request.text, request.add_special_tokens)
         except AutoglmError as error:
             await status.abort(context, status.to_grpc_status(error))
             raise  # unreachable: abort raises
+        except Exception as error:
+            await status.abort(context, status.internal_status(error))
+            raise  # unreachable: abort raises
         return pb.TokenizeResponse(token_ids=ids, count=len(ids))
+
+    async def _tokenize_prompt(self, request: pb.GenerateRequest) -> list[int]:
+        """The ids of a text prompt (checked for size first); [] for a token-id prompt."""
+        if request.WhichOneof("prompt") != "text" or not request.text:
+            return []
+        convert.check_text_size("text", request.text, self._engine.model)
+        return await self._tokenize(request.text, True)
+
+    async def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        # A long text takes milliseconds to tokenize: off the event loop, so other streams go on.
+        if len(text) <= INLINE_TOKENIZE_CHARS:
+            return self._engine.tokenize(text, add_special_tokens)
+        return await asyncio.to_thread(self._engine.tokenize, text, add_special_tokens)
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import pytest
@@ -16,14 +17,15 @@ FAMILIES = ["llama", "qwen2", "gpt2"]
 
 def reference(family: str, prompt: list[int], n: int) -> list[int]:
     model = tiny(family).model
+    # No EOS at all: the engine runs with ignore_eos (EOS is generated, not stopped at), and
+    # min_new_tokens would instead forbid EOS and change the output.
+    config = copy.deepcopy(model.generation_config)
+    config.update(eos_token_id=[], max_new_tokens=n, do_sample=False, pad_token_id=0)
     with torch.no_grad():
         out = model.generate(
             torch.tensor([prompt]),
             attention_mask=torch.ones((1, len(prompt)), dtype=torch.long),
-            max_new_tokens=n,
-            min_new_tokens=n,
-            do_sample=False,
-            pad_token_id=0,
+            generation_config=config,
         )
     tokens: list[int] = out[0, len(prompt) :].tolist()
     return tokens
@@ -117,3 +119,22 @@ async def test_logprobs_with_top_alternatives(make_engine: Any) -> None:
         # Greedy: the chosen token is the most likely one.
         assert entry.top[0][0] == entry.token_id
         assert entry.top[0][1] == pytest.approx(entry.logprob)
+
+
+async def test_long_outputs_grow_the_cache_and_still_match_generate(make_engine: Any) -> None:
+    # Past the cache's spare columns the buffers are reallocated; rows also leave at different times.
+    engine = await make_engine("llama")
+    specs = [(prompt_of(1), 150), (prompt_of(4), 90), (prompt_of(0), 120)]
+    streams = [await engine.submit(request(f"r{i}", prompt, n, ignore_eos=True)) for i, (prompt, n) in enumerate(specs)]
+    outputs = await asyncio.gather(*(collect(s) for s in streams))
+    for (prompt, n), (tokens, _, _) in zip(specs, outputs, strict=True):
+        assert tokens == reference("llama", prompt, n)
+
+
+async def test_mixed_prompt_lengths_prefilled_in_groups_match_generate(make_engine: Any) -> None:
+    engine = await make_engine("qwen2", max_running=16)
+    prompts = [prompt_of(i % 7)[: 2 + (i * 5) % 30] or [1] for i in range(12)]
+    streams = [await engine.submit(request(f"m{i}", p, 6, ignore_eos=True)) for i, p in enumerate(prompts)]
+    outputs = await asyncio.gather(*(collect(s) for s in streams))
+    for prompt, (tokens, _, _) in zip(prompts, outputs, strict=True):
+        assert tokens == reference("qwen2", prompt, 6)

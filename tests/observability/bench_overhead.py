@@ -1,6 +1,6 @@
 """What tracing and metrics cost in throughput: the real daemon with both on vs both off.
 
-    python -m tests.observability.bench_overhead [--concurrency 32] [--rounds 10] [--json out.json]
+    python -m tests.observability.bench_overhead [--concurrency 32] [--rounds 30] [--json out.json]
 
 Two daemons run side by side on the same model: "off" (no OTLP endpoint, --no-metrics-enabled)
 and "on" (every request traced, 100% sampled, exported over OTLP/gRPC to a receiver started here;
@@ -25,6 +25,8 @@ import asyncio
 import json
 import os
 import platform
+import random
+import signal
 import statistics
 import sys
 import time
@@ -87,6 +89,12 @@ class Result:
     def median_ratio(self) -> float:
         return statistics.median(self.ratios)
 
+    def median_ratio_interval(self, resamples: int = 2000, seed: int = 7) -> tuple[float, float]:
+        """A 95% bootstrap interval of the median ratio: how far the noise could move it."""
+        rng = random.Random(seed)
+        medians = sorted(statistics.median(rng.choices(self.ratios, k=len(self.ratios))) for _ in range(resamples))
+        return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
     @property
     def cpu_ratio(self) -> float:
         return statistics.median(self.on_cpu_ms_per_token) / statistics.median(self.off_cpu_ms_per_token)
@@ -101,10 +109,10 @@ def cpu_seconds(pid: int) -> float:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=32, help="streams in flight (closed loop)")
-    parser.add_argument("--requests", type=int, default=96, help="requests per run")
+    parser.add_argument("--requests", type=int, default=64, help="requests per run")
     parser.add_argument("--prompt-tokens", type=int, default=16, help="prompt length of every request")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per request")
-    parser.add_argument("--rounds", type=int, default=10, help="rounds; each runs both daemons once")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds; each runs both daemons once")
     parser.add_argument("--model", default="builtin:tiny", help="--model of both daemons")
     parser.add_argument("--device", default="auto", help="--device of both daemons")
     parser.add_argument("--torch-threads", type=int, default=1, help="--torch-threads of both daemons")
@@ -161,6 +169,10 @@ def measure(arm: Arm, requests: Sequence[LoadRequest], concurrency: int) -> Load
     return report
 
 
+def warm_up_count(args: argparse.Namespace) -> int:
+    return min(args.requests, args.concurrency)
+
+
 def run_rounds(args: argparse.Namespace, off: Arm, on: Arm) -> list[float]:
     requests = make_requests(
         args.requests,
@@ -170,7 +182,7 @@ def run_rounds(args: argparse.Namespace, off: Arm, on: Arm) -> list[float]:
         seed=1,
     )
     for arm in (off, on):  # connections, allocator and caches warm before the clock counts
-        measure(arm, requests[: args.concurrency], args.concurrency)
+        measure(arm, requests[: warm_up_count(args)], args.concurrency)
         arm.reports.clear()
         arm.cpu_ms_per_token.clear()
     ratios = []
@@ -201,7 +213,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
 
 
-def summarize(args: argparse.Namespace, off: Arm, on: Arm, ratios: list[float], spans: int) -> Result:
+def summarize(args: argparse.Namespace, off: Arm, on: Arm, ratios: list[float], counts: tuple[int, float]) -> Result:
     return Result(
         command="python -m tests.observability.bench_overhead " + " ".join(sys.argv[1:]),
         machine=machine(),
@@ -220,8 +232,8 @@ def summarize(args: argparse.Namespace, off: Arm, on: Arm, ratios: list[float], 
         on_ttft_p50_ms=statistics.median(r.ttft_ms.p50 for r in on.reports),
         off_itl_p50_ms=statistics.median(r.itl_ms.p50 for r in off.reports),
         on_itl_p50_ms=statistics.median(r.itl_ms.p50 for r in on.reports),
-        spans_received=spans,
-        ok_counted_by_metrics=scrape_ok(on.daemon),
+        spans_received=counts[0],
+        ok_counted_by_metrics=counts[1],
     )
 
 
@@ -236,10 +248,12 @@ def print_summary(result: Result) -> None:
         print(
             f"{arm:<3} tokens/s: median {statistics.median(values):7.1f}  runs " + " ".join(f"{v:.0f}" for v in values)
         )
+    low, high = result.median_ratio_interval()
     print(
-        f"on/off ratio: median {result.median_ratio:.4f}  range {min(result.ratios):.4f} .. {max(result.ratios):.4f}"
-        f"  -> {(1 - result.median_ratio) * 100:.2f}% fewer tokens/s with tracing + metrics on"
+        f"on/off ratio: median {result.median_ratio:.4f}  (95% bootstrap interval {low:.4f} .. {high:.4f};"
+        f" rounds ranged {min(result.ratios):.4f} .. {max(result.ratios):.4f})"
     )
+    print(f"overhead:     {(1 - result.median_ratio) * 100:.2f}% fewer tokens/s with tracing + metrics on")
     print(
         f"daemon CPU:   off {statistics.median(result.off_cpu_ms_per_token):.3f} ms/token"
         f"  on {statistics.median(result.on_cpu_ms_per_token):.3f} ms/token"
@@ -254,20 +268,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     with ExitStack() as stack:
-        receiver = stack.enter_context(otlp_receiver() if args.parse_spans else otlp_sink())
+        receiver: OtlpReceiver | OtlpSink = (
+            stack.enter_context(otlp_receiver()) if args.parse_spans else stack.enter_context(otlp_sink())
+        )
         off, on = stack.enter_context(two_daemons(args, receiver))
         ratios = run_rounds(args, off, on)
+        ok_counted = scrape_ok(on.daemon)
+        on.daemon.signal(signal.SIGTERM)  # its shutdown flushes the spans still queued
+        on.daemon.wait(60)
         # Every measured request's spans, plus the warm-up's.
-        expected = SPANS_PER_REQUEST * (args.requests * args.rounds + args.concurrency)
+        expected = SPANS_PER_REQUEST * (args.requests * args.rounds + warm_up_count(args))
         if isinstance(receiver, OtlpSink):
             spans = receiver.wait_for_span_count(expected)
         else:
             spans = len(receiver.wait_for_spans(expected, timeout=30))
-        result = summarize(args, off, on, ratios, spans)
+        result = summarize(args, off, on, ratios, (spans, ok_counted))
     print_summary(result)
     print(f"wall time:    {time.monotonic() - started:.0f} s")
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    # A run that lost spans or counts measured less work than it claims: say so, and fail.
+    calls = args.requests * args.rounds + warm_up_count(args)
+    if result.spans_received < expected or result.ok_counted_by_metrics != calls:
+        print(f"INVALID: expected {expected} spans and {calls} OK calls counted", file=sys.stderr)
+        return 1
     return 0
 
 

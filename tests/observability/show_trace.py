@@ -104,7 +104,7 @@ async def _call(target: str, prompt: str, max_new_tokens: int, tracer: trace.Tra
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         async with grpc.aio.insecure_channel(target) as channel:
-            stub = pb_grpc.GenerationServiceStub(channel)
+            stub = pb_grpc.GenerationServiceStub(channel)  # type: ignore[no-untyped-call]
             request = pb.GenerateRequest(text=prompt, max_new_tokens=max_new_tokens, request_id="show-trace-1")
             async for _ in stub.Generate(request, metadata=tuple(carrier.items())):
                 pass

@@ -34,7 +34,7 @@ def log_lines(daemon: Daemon) -> list[dict[str, Any]]:
 def generate(daemon: Daemon, request: pb.GenerateRequest, token: str | None) -> list[pb.GenerateResponse]:
     metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
     with grpc.insecure_channel(daemon.target) as channel:
-        stub = pb_grpc.GenerationServiceStub(channel)
+        stub = pb_grpc.GenerationServiceStub(channel)  # type: ignore[no-untyped-call]
         return list(stub.Generate(request, metadata=metadata, timeout=60))
 
 

@@ -22,6 +22,7 @@ from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
 from autoglm_server import names
 from tests.helpers.daemon import Daemon, running_daemon
 from tests.helpers.otlp_receiver import OtlpReceiver, otlp_receiver
+from tests.observability.show_trace import span_tree
 
 GENERATE = "/autoglm.v1.GenerationService/Generate"
 VERSION = "canary-7"
@@ -71,6 +72,10 @@ async def test_daemon_trace_continues_the_callers_trace(daemon: Daemon, receiver
     assert server.resource["autoglm.model.version"] == VERSION
     phases = {span.name for span in spans if span.parent_span_id == server.span_id}
     assert phases == {"autoglm.queue", "autoglm.prefill", "autoglm.decode"}
+    # The manual check's printout (python -m tests.observability.show_trace): server, then its phases.
+    tree = [line.strip() for line in span_tree(spans) if "└─" in line]
+    assert tree[0].startswith("└─ autoglm.v1.GenerationService/Generate [server]")
+    assert [line.split()[1] for line in tree[1:]] == ["autoglm.queue", "autoglm.prefill", "autoglm.decode"]
 
 
 async def test_bad_request_leaves_a_span_with_its_code(daemon: Daemon, receiver: OtlpReceiver) -> None:
@@ -121,6 +126,18 @@ async def test_metrics_count_what_was_sent(daemon: Daemon) -> None:
     assert delta("autoglm_rejections_total", reason="invalid") == 2
     assert metric(after, "autoglm_build_info") == 1
     assert metric(after, "autoglm_requests_running") == 0
+
+
+async def test_prompt_over_the_context_counts_as_too_long(daemon: Daemon) -> None:
+    before = scrape(daemon)
+    too_long = pb.GenerateRequest(token_ids=pb.TokenIds(ids=[7] * 5000), max_new_tokens=1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await generate(daemon.target, too_long)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    await asyncio.sleep(0.2)
+    after = scrape(daemon)
+    too_long_count = metric(after, "autoglm_rejections_total", reason="too_long")
+    assert too_long_count - metric(before, "autoglm_rejections_total", reason="too_long") == 1
 
 
 async def test_sigterm_drains_in_flight_streams_and_exits_zero() -> None:

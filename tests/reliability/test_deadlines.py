@@ -43,6 +43,12 @@ def _steps(daemon: Daemon) -> float:
     return scrape(daemon.admin_url).value("autoglm_engine_steps_total")
 
 
+async def _decoding(ledger: Ledger, index: int) -> None:
+    """Wait until the ledger's call number `index` has received a token."""
+    while not (len(ledger.opened) > index and ledger.opened[index].chunk_times):  # noqa: ASYNC110 - filled by another task
+        await asyncio.sleep(0.005)
+
+
 async def test_deadline_passing_in_the_queue_never_runs(
     daemon: Daemon, sizes: Sizes, figures: list[dict[str, Any]]
 ) -> None:
@@ -57,8 +63,9 @@ async def test_deadline_passing_in_the_queue_never_runs(
         alone = _steps(daemon) - start
         for _ in range(sizes.rounds):
             start = _steps(daemon)
+            first = len(ledger.opened)
             running = asyncio.create_task(calls.run_call(service, blocker, ledger))
-            await asyncio.sleep(0.05)  # the blocker holds the only batch row
+            await _decoding(ledger, first)  # the blocker holds the only batch row
             shorts = [
                 calls.CallPlan("short", calls.request(f"short {i}", 8), timeout_s=timeout)
                 for i, timeout in enumerate((0.001, 0.01, 0.1, 0.2, 0.3))

@@ -34,10 +34,12 @@ EXPECT = {
 }
 
 
-async def _streaming(ledger: Ledger, count: int) -> None:
-    """Wait until `count` of the ledger's calls have received a token."""
+async def _streaming(ledger: Ledger, first: int, count: int) -> None:
+    """Wait until calls first..first+count-1 of the ledger have been made and each received a token."""
     deadline = time.monotonic() + 30
-    while sum(1 for o in ledger.opened if o.chunk_times) < count:
+    while not (
+        len(ledger.opened) >= first + count and all(o.chunk_times for o in ledger.opened[first : first + count])
+    ):
         assert time.monotonic() < deadline, "streams did not start"
         await asyncio.sleep(0.01)
 
@@ -53,6 +55,7 @@ async def test_out_of_memory_fails_only_its_step_and_the_engine_goes_on(
             before = await quiet_snapshot(daemon)
             for _ in range(sizes.rounds):
                 # OOM in a decode step: every row of the batch fails; the next requests are served.
+                first = len(ledger.opened)
                 victims = [
                     asyncio.create_task(
                         calls.run_call(
@@ -63,11 +66,12 @@ async def test_out_of_memory_fails_only_its_step_and_the_engine_goes_on(
                     )
                     for i in range(4)
                 ]
-                await _streaming(ledger, len(ledger.opened))
+                await _streaming(ledger, first, len(victims))
                 inject(faults, "oom decode 1")
                 await asyncio.gather(*victims)
                 await wait_engine_idle(daemon)
                 # OOM in a prefill: only the joining request fails; the running ones are untouched.
+                first = len(ledger.opened)
                 bystanders = [
                     asyncio.create_task(
                         calls.run_call(
@@ -76,7 +80,7 @@ async def test_out_of_memory_fails_only_its_step_and_the_engine_goes_on(
                     )
                     for i in range(2)
                 ]
-                await _streaming(ledger, len(ledger.opened))
+                await _streaming(ledger, first, len(bystanders))
                 inject(faults, "oom prefill 1")
                 await calls.run_call(
                     service, calls.CallPlan("prefill_victim", calls.request("joiner", 8), timeout_s=60), ledger

@@ -198,10 +198,14 @@ async def test_vault_slow_down_and_restart_fail_no_valid_request(
             mode=sizes.name,
             signing_versions=len(tokens.kids),
             proxy_connections=proxy.connections,
-            readiness_by_phase={k: sorted(v) for k, v in by_phase.items()},
+            readiness_by_phase={k: sorted(_status_name(s) for s in v) for k, v in by_phase.items()},
             server_codes=server_codes,
         )
     )
+
+
+def _status_name(status: int) -> str:
+    return "unreachable" if status < 0 else health_pb2.HealthCheckResponse.ServingStatus.Name(status)
 
 
 async def _run_phases(proxy: TcpDelayProxy, tokens: Tokens, phase: list[str], outage_s: float) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from autoglm_server.engine.detokenize import DetokenizerFactory
+from autoglm_server.engine.prefill import prefill_groups
 from autoglm_server.engine.runner import KVBatch, ModelRunner, merge, select
 from autoglm_server.engine.sampling import RowSampling, sample
 from autoglm_server.engine.scheduler import Limits, Scheduler, Ticket
@@ -146,20 +147,18 @@ class EngineCore:
             self._batch = select(self._batch, keep) if self._batch is not None else None
 
     def _prefill(self, joining: list[GenerationRequest], now: float, outputs: list[Output]) -> None:
-        device = self.runner.device
-        rows = [
-            Sequence(
-                request,
-                self.detokenizers,
-                self._eos,
-                self.context,
-                RowSampling.create(
-                    request.sampling, request.prompt_token_ids, device, request.logprobs, request.top_logprobs
-                ),
-                admitted_at=now,
-            )
-            for request in joining
-        ]
+        lengths = [len(request.prompt_token_ids) for request in joining]
+        for group in prefill_groups(lengths):
+            self._prefill_group([self._sequence(joining[i], now) for i in group], outputs)
+        self._retire()
+
+    def _sequence(self, request: GenerationRequest, now: float) -> Sequence:
+        sampling = RowSampling.create(
+            request.sampling, request.prompt_token_ids, self.runner.device, request.logprobs, request.top_logprobs
+        )
+        return Sequence(request, self.detokenizers, self._eos, self.context, sampling, admitted_at=now)
+
+    def _prefill_group(self, rows: list[Sequence], outputs: list[Output]) -> None:
         try:
             logits, kv = self.runner.prefill([r.request.prompt_token_ids for r in rows])
             tokens, logprobs = sample(logits, [r.sampling for r in rows])
@@ -171,7 +170,6 @@ class EngineCore:
         self.runner.set_last_tokens(kv, tokens)
         self._batch = merge(self._batch, kv)
         self._rows.extend(rows)
-        self._retire()
 
     def _decode(self, outputs: list[Output]) -> None:
         assert self._batch is not None

@@ -88,7 +88,14 @@ def sample(logits: torch.Tensor, rows: list[RowSampling]) -> tuple[list[int], li
             sub, [rows[i].options.top_k for i in sampled], [rows[i].options.top_p for i in sampled]
         )
         probs = sub.softmax(dim=-1)
-        picks = [torch.multinomial(probs[j], 1, generator=rows[i].generator) for j, i in enumerate(sampled)]
+        # A request's own extreme numbers (a tiny temperature, a huge penalty) can overflow its row
+        # into inf or NaN; multinomial would raise and take the whole batch down. Such a row takes
+        # its greedy pick instead: the request is served, the others are untouched.
+        usable = (torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)).tolist()
+        picks = [
+            torch.multinomial(probs[j], 1, generator=rows[i].generator) if usable[j] else chosen[i : i + 1]
+            for j, i in enumerate(sampled)
+        ]
         chosen = chosen.index_copy(0, index, torch.cat(picks))
     token_ids: list[int] = chosen.tolist()
     return token_ids, _logprobs(raw, token_ids, rows)
