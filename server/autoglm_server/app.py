@@ -107,6 +107,7 @@ class Daemon:
         self._server: grpc.aio.Server | None = None
         self._admin: AdminServer | None = None
         self._readiness_task: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self._auth: AuthRuntime | None = _build_auth(settings)
         self._obs = build_observability(
@@ -149,6 +150,8 @@ class Daemon:
         if self._auth is not None:
             await self._auth.start()
         logger.info("gRPC listening on port %d; loading model %s", self.grpc_port, settings.model)
+        if self._obs.metrics is not None:
+            self._engine.set_step_listener(self._obs.metrics.observe_batch_size)
         await self._engine.start()
         model = self._engine.model
         logger.info("model %s ready (%s on %s)", model.model_id, model.dtype, model.device)
@@ -256,6 +259,8 @@ class Daemon:
         logger.critical("engine loop died: %s; exiting so that the pod is restarted", error)
         self._exit_code = EXIT_ENGINE_FAILED
         self._state.phase = Phase.STOPPED
+        # Scheduled now, it runs before the failed streams are woken (they are queued after us).
+        self._health_task = asyncio.create_task(self._health.set(live=False, ready=False))
         self._stop.set()
 
     async def _shutdown(self) -> None:

@@ -123,6 +123,7 @@ async def test_metrics_count_what_was_sent(daemon: Daemon) -> None:
     assert delta("autoglm_time_to_first_token_seconds_count") == 5
     assert delta("autoglm_request_duration_seconds_count") == 5
     assert delta("autoglm_generated_tokens_total") == 20
+    assert delta("autoglm_batch_size_count") >= 1  # the engine's step listener feeds it
     assert delta("autoglm_rejections_total", reason="invalid") == 2
     assert metric(after, "autoglm_build_info") == 1
     assert metric(after, "autoglm_requests_running") == 0

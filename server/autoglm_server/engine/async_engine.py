@@ -1,8 +1,15 @@
 """The asyncio front end of the continuous-batching engine.
 
-One engine thread (EngineCore.run) steps the batch; after each step it hands all new deltas to the
-event loop with a single `call_soon_threadsafe`. Each request has a mailbox that holds at most one
+One engine thread (EngineCore.run) steps the batch and hands new deltas to the event loop with a
+single `call_soon_threadsafe` for all requests. Each request has a mailbox that holds at most one
 pending delta: a slow consumer gets later deltas merged into it, so it never blocks the batch.
+
+The hand-off gathers steps for up to `--stream-interval` (a request's first token, its last delta
+and errors go at once). The engine thread and the gRPC event loop share one interpreter lock, and
+every stream message costs the loop a fixed amount of Python (wake-up, servicer, protobuf, write)
+whatever it carries; for a small model that costs a decode step a large share of its time (measured
+in docs/benchmarks.md). Gathering a few steps' tokens into one message keeps the per-token cost of
+streaming low, while a slow model (steps longer than the interval) still streams every step.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import copy
 import gc
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -58,6 +66,39 @@ class _Mailbox:
             return delta
         assert self.error is not None
         raise self.error
+
+
+class _Outbox:
+    """The engine thread's side of the hand-off: gathers steps' outputs for up to `interval` seconds.
+
+    A request's first output, any finished delta and any error make the gathered outputs go at
+    once, so time to first token, completion and failures are never delayed.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._held: list[Output] = []
+        self._since = 0.0
+        self._streaming: set[str] = set()  # requests that already sent their first output
+
+    def add(self, outputs: list[Output]) -> list[Output] | None:
+        """Take one step's outputs; return what should be handed to the loop now, if anything."""
+        now = time.monotonic()
+        if not self._held:
+            self._since = now
+        self._held.extend(outputs)
+        urgent = self._interval <= 0.0 or now - self._since >= self._interval
+        for request_id, item in outputs:
+            if isinstance(item, AutoglmError) or item.finished:
+                self._streaming.discard(request_id)
+                urgent = True
+            elif request_id not in self._streaming:
+                self._streaming.add(request_id)
+                urgent = True
+        if not urgent:
+            return None
+        ready, self._held = self._held, []
+        return ready
 
 
 class RequestStream:
@@ -125,6 +166,8 @@ class AsyncEngine:
         self._alive = False
         self._budget = 0
         self._description: ModelDescription | None = None
+        self._outbox = _Outbox(settings.stream_interval)
+        self._step_listener: Callable[[int], None] | None = None
 
     # --------------------------------------------------------------- startup
     @property
@@ -175,6 +218,7 @@ class AsyncEngine:
         self._budget = memory.token_budget(settings, loaded.model, runner.device, context)
         core.scheduler.limits = replace(limits, token_budget=self._budget)
         runner.fault_injector = self._fault_injector
+        core.step_listener = self._step_listener  # after the warm-up, which is not served work
         return core
 
     # ------------------------------------------------------------ the thread
@@ -189,20 +233,24 @@ class AsyncEngine:
         log.critical("the engine loop died", exc_info=exc)
         self._alive = False
         error = EngineFailedError("the engine failed; the daemon is restarting")
-        if self._loop is not None and not self._loop.is_closed():
-            # The loop may close meanwhile: then nobody is waiting.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._fail_all, error)
+        # Listeners first: the daemon turns health NOT_SERVING before any stream learns of the
+        # failure, so a client that sees the error never finds the server still reporting SERVING.
         for listener in list(self._listeners):
             try:
                 listener(exc)
             except Exception:
                 log.exception("a fatal-error listener failed")
+        if self._loop is not None and not self._loop.is_closed():
+            # The loop may close meanwhile: then nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._fail_all, error)
 
     def _emit(self, outputs: list[Output]) -> None:
         assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-            self._loop.call_soon_threadsafe(self._deliver, outputs)
+        ready = self._outbox.add(outputs)
+        if ready:
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                self._loop.call_soon_threadsafe(self._deliver, ready)
 
     def _deliver(self, outputs: list[Output]) -> None:
         for request_id, item in outputs:
@@ -264,6 +312,11 @@ class AsyncEngine:
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:
         self._listeners.append(listener)
+
+    def set_step_listener(self, listener: Callable[[int], None]) -> None:
+        self._step_listener = listener
+        if self._core is not None:
+            self._core.step_listener = listener
 
     async def shutdown(self) -> None:
         self._stop.set()

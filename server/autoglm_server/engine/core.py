@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Output = tuple[str, GenerationDelta | AutoglmError]
 Emit = Callable[[list[Output]], None]
+StepListener = Callable[[int], None]
 
 
 class EngineCore:
@@ -54,6 +55,7 @@ class EngineCore:
         self._aborted: set[str] = set()
         self._rows: list[Sequence] = []
         self._batch: KVBatch | None = None
+        self.step_listener: StepListener | None = None
 
     @property
     def batch_rows(self) -> int:
@@ -165,7 +167,7 @@ class EngineCore:
         except torch.OutOfMemoryError:
             self._out_of_memory(rows, outputs)
             return
-        self.steps += 1
+        self._stepped(len(rows))
         self._append(rows, tokens, logprobs, outputs)
         self.runner.set_last_tokens(kv, tokens)
         self._batch = merge(self._batch, kv)
@@ -180,10 +182,18 @@ class EngineCore:
             rows, self._rows, self._batch = self._rows, [], None
             self._out_of_memory(rows, outputs)
             return
-        self.steps += 1
+        self._stepped(len(self._rows))
         self._append(self._rows, tokens, logprobs, outputs)
         self.runner.set_last_tokens(self._batch, tokens)
         self._retire()
+
+    def _stepped(self, batch_size: int) -> None:
+        self.steps += 1
+        if self.step_listener is not None:
+            try:
+                self.step_listener(batch_size)
+            except Exception:  # a metrics hook must not take the engine down
+                log.exception("the step listener failed")
 
     def _append(
         self, rows: list[Sequence], tokens: list[int], logprobs: list[TokenLogprob | None], outputs: list[Output]

@@ -40,5 +40,8 @@ class Engine(Protocol):
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:
         """Call listener (from any thread) if the engine loop dies; the daemon then exits non-zero."""
 
+    def set_step_listener(self, listener: Callable[[int], None]) -> None:
+        """Call listener on the engine thread after each forward step with its batch size."""
+
     async def shutdown(self) -> None:
         """Stop the engine loop and free the model."""

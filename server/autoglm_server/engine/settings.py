@@ -54,3 +54,9 @@ class EngineSettings(BaseModel):
         0.9, gt=0, le=1, description="share of the GPU's memory this process may use (CUDA only)"
     )
     torch_threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch's default)")
+    stream_interval: float = Field(
+        0.02,
+        ge=0,
+        description="seconds a stream may gather tokens before they are sent as one message (first token,"
+        " finish and errors go at once; 0: one message per engine step)",
+    )
