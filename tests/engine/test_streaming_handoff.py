@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from autoglm_server.engine.async_engine import _Outbox
+from autoglm_server.engine.core import Output
 from autoglm_server.engine.types import FinishReason, GenerationDelta
 from autoglm_server.errors import DeadlineExceededError
 from tests.engine.conftest import collect, request
@@ -15,17 +16,21 @@ def token(i: int) -> GenerationDelta:
     return GenerationDelta(text=str(i), token_ids=[i])
 
 
+def ids(outputs: list[Output]) -> list[tuple[str, list[int]]]:
+    return [(rid, item.token_ids if isinstance(item, GenerationDelta) else []) for rid, item in outputs]
+
+
 def test_first_token_goes_at_once_then_steps_are_gathered_until_the_interval() -> None:
     outbox = _Outbox(interval=60.0)
     first = outbox.add([("a", token(1))])
     assert first is not None
-    assert [d.token_ids for _, d in first] == [[1]]
+    assert ids(first) == [("a", [1])]
     assert outbox.add([("a", token(2))]) is None
     assert outbox.add([("a", token(3))]) is None
     # A new request's first token flushes everything held, in order.
     ready = outbox.add([("a", token(4)), ("b", token(9))])
     assert ready is not None
-    assert [(rid, d.token_ids) for rid, d in ready] == [("a", [2]), ("a", [3]), ("a", [4]), ("b", [9])]
+    assert ids(ready) == [("a", [2]), ("a", [3]), ("a", [4]), ("b", [9])]
 
 
 def test_finish_and_errors_are_never_held() -> None:
