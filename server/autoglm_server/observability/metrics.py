@@ -112,7 +112,7 @@ class Metrics:
             registry=reg,
         ).labels(**labels)
         self._key_created: float | None = None
-        Gauge("autoglm_key_age_seconds", "age of the newest verification key", names, registry=reg).labels(
+        Gauge("autoglm_key_age_seconds", "seconds since the JWT verification keys were last fetched (their staleness)", names, registry=reg).labels(
             **labels
         ).set_function(self._key_age)
         Gauge(
