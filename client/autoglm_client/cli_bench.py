@@ -76,6 +76,19 @@ def format_report(report: loadgen.LoadReport) -> str:
     )
 
 
+def _write_json(path: Path, args: argparse.Namespace, model_id: str, report: loadgen.LoadReport) -> None:
+    """The figures with what produced them, so a saved run can be compared with a later one."""
+    document = {
+        "target": args.target,
+        "model_id": model_id,
+        "prompt_tokens": list(args.prompt_tokens),
+        "max_new_tokens": list(args.max_new_tokens),
+        "seed": args.seed,
+        **report.to_dict(),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
 async def run(
     args: argparse.Namespace, tls: TlsConfig | None, provider: TokenProvider | None, out: TextIO, err: TextIO
 ) -> int:
@@ -106,17 +119,6 @@ async def run(
         seed=args.seed,
     )
     out.write(format_report(report) + "\n")
-    if args.json_file:
-        document = {
-            "target": args.target,
-            "model_id": info.model_id,
-            "prompt_tokens": list(args.prompt_tokens),
-            "max_new_tokens": list(args.max_new_tokens),
-            "seed": args.seed,
-            **report.to_dict(),
-        }
-        # The run is over: a small blocking write cannot delay any request.
-        Path(args.json_file).write_text(  # noqa: ASYNC240
-            json.dumps(document, indent=2) + "\n", encoding="utf-8"
-        )
+    if args.json_file:  # the run is over: a small blocking write cannot delay any request
+        _write_json(Path(args.json_file), args, info.model_id, report)
     return 0 if report.completed == report.requests else 1

@@ -2,110 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from autoglm_client import _convert
-from autoglm_client.channel import DEFAULT_TARGET, Connection, RetryPolicy, TlsConfig
-from autoglm_client.errors import InternalError, from_rpc_error
-from autoglm_client.tokens import TokenProvider
+from autoglm_client._base import UNSET, ClientBase, health_failure, health_status, incomplete_stream
+from autoglm_client.channel import Connection
+from autoglm_client.errors import from_rpc_error
 from autoglm_client.types import Finished, GenerateEvent, GenerationResult, HealthStatus, ModelInfo
 from autoglm_client.v1 import generation_pb2 as pb
-from autoglm_client.v1 import generation_pb2_grpc
-
-_UNSET: Any = object()
 
 
-def incomplete_stream() -> InternalError:
-    return InternalError(grpc.StatusCode.INTERNAL, "the stream ended without a finished message")
-
-
-def health_status(value: int) -> HealthStatus:
-    name = health_pb2.HealthCheckResponse.ServingStatus.Name(value)
-    return HealthStatus(name) if name in HealthStatus.__members__ else HealthStatus.UNKNOWN
-
-
-class Client:
+class Client(ClientBase[grpc.Channel, Generator[GenerateEvent, None, None]]):
     """A blocking client of one autoglm daemon. Thread-safe; close it (or use `with`) when done.
 
     `timeout` is the default deadline of every call in seconds (None: no deadline); each method's
     own `timeout` overrides it. `tls=True` uses the system's trust store; a TlsConfig sets a CA,
     a client certificate (mTLS) and a server name. `token_provider` returns the bearer token for
-    each call. UNAVAILABLE is retried by gRPC as `retry` says (None: never).
+    each call. UNAVAILABLE is retried by gRPC as `retry` says (None: never). Closing the iterator
+    of `generate()` early cancels the call.
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        tls: TlsConfig | bool | None = None,
-        token_provider: TokenProvider | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, safe to share
-        options: Sequence[tuple[str, Any]] = (),
-        propagate_trace: bool = True,
-    ) -> None:
-        self._connection = Connection(
-            target,
-            tls=tls,
-            token_provider=token_provider,
-            retry=retry,
-            options=options,
-            propagate_trace=propagate_trace,
-        )
-        self._timeout = timeout
-        self._channel = self._connection.sync_channel()
-        self._stub = generation_pb2_grpc.GenerationServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+    def _open_channel(self, connection: Connection) -> grpc.Channel:
+        return connection.sync_channel()
 
-    @property
-    def target(self) -> str:
-        return self._connection.target
-
-    def _deadline(self, timeout: float | None) -> float | None:
-        return self._timeout if timeout is _UNSET else timeout
-
-    def generate(
-        self,
-        prompt: str | Sequence[int],
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        repetition_penalty: float | None = None,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-        stop_token_ids: Sequence[int] = (),
-        request_id: str = "",
-        priority: int = 0,
-        logprobs: bool = False,
-        top_logprobs: int = 0,
-        ignore_eos: bool = False,
-        timeout: float | None = _UNSET,
-    ) -> Generator[GenerateEvent, None, None]:
-        """Stream one Started, then Chunks, then one Finished. Closing the iterator early cancels the call."""
-        options = _convert.GenerateOptions(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=stop,
-            stop_token_ids=stop_token_ids,
-            request_id=request_id,
-            priority=priority,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            ignore_eos=ignore_eos,
-        )
-        request = _convert.generate_request(prompt, options)
-        call = self._stub.Generate(request, timeout=self._deadline(timeout), metadata=self._connection.metadata())
+    def _stream(self, request: pb.GenerateRequest, deadline_s: float | None) -> Generator[GenerateEvent, None, None]:
+        # Started here, not in the generator: a call that cannot start (a failing token provider)
+        # raises from generate() itself rather than at the first next().
+        call = self._stub.Generate(request, timeout=deadline_s, metadata=self._connection.metadata())
         return self._events(call)
 
     @staticmethod
@@ -124,6 +52,13 @@ class Client:
         if not finished:
             raise incomplete_stream()
 
+    def _unary(self, method: Callable[..., Any], request: Any, deadline_s: float | None) -> Any:
+        """One unary call with the client's metadata; gRPC errors become AutoglmError."""
+        try:
+            return method(request, timeout=deadline_s, metadata=self._connection.metadata())
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
     def generate_text(self, prompt: str | Sequence[int], **kwargs: Unpack[_convert.GenerateKwargs]) -> GenerationResult:
         """Generate and return the whole output (same arguments as `generate`)."""
         builder = _convert.ResultBuilder()
@@ -135,40 +70,26 @@ class Client:
         return result
 
     def tokenize(
-        self, text: str, *, add_special_tokens: bool = False, timeout: float | None = _UNSET
+        self, text: str, *, add_special_tokens: bool = False, timeout: float | None = UNSET
     ) -> tuple[int, ...]:
         """The model's token ids for `text`."""
         request = pb.TokenizeRequest(text=text, add_special_tokens=add_special_tokens)
-        try:
-            response = self._stub.Tokenize(
-                request, timeout=self._deadline(timeout), metadata=self._connection.metadata()
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-        return tuple(response.token_ids)
+        return tuple(self._unary(self._stub.Tokenize, request, self._deadline(timeout)).token_ids)
 
-    def model_info(self, *, timeout: float | None = _UNSET) -> ModelInfo:
+    def model_info(self, *, timeout: float | None = UNSET) -> ModelInfo:
         """What the daemon serves and how."""
-        try:
-            response = self._stub.GetModelInfo(
-                pb.GetModelInfoRequest(),
-                timeout=self._deadline(timeout),
-                metadata=self._connection.metadata(),
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+        response = self._unary(self._stub.GetModelInfo, pb.GetModelInfoRequest(), self._deadline(timeout))
         return _convert.model_info(response.model_info)
 
-    def health(self, service: str = "", *, timeout: float | None = _UNSET) -> HealthStatus:
+    def health(self, service: str = "", *, timeout: float | None = UNSET) -> HealthStatus:
         """grpc.health.v1 status: "" is liveness, "autoglm.v1.GenerationService" readiness."""
+        # No token metadata: health bypasses auth, and a probe must work without credentials.
         try:
             response = self._health.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=self._deadline(timeout)
             )
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return HealthStatus.SERVICE_UNKNOWN
-            raise from_rpc_error(exc) from exc
+            return health_failure(exc)
         return health_status(response.status)
 
     def close(self) -> None:

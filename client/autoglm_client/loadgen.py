@@ -146,6 +146,22 @@ class _Tally:
     itl_ms: list[float] = field(default_factory=list)
     e2e_ms: list[float] = field(default_factory=list)
 
+    def report(self, duration_s: float, *, requests: int, concurrency: int, rate: float | None) -> LoadReport:
+        """The figures of a finished run that took `duration_s` of wall time."""
+        return LoadReport(
+            completed=self.completed,
+            errors=dict(sorted(self.errors.items())),
+            duration_s=duration_s,
+            generated_tokens=self.generated_tokens,
+            tokens_per_s=self.generated_tokens / duration_s if duration_s > 0 else 0.0,
+            ttft_ms=Percentiles.of(self.ttft_ms),
+            itl_ms=Percentiles.of(self.itl_ms),
+            e2e_ms=Percentiles.of(self.e2e_ms),
+            requests=requests,
+            concurrency=concurrency,
+            rate=rate,
+        )
+
 
 async def _measure(client: AsyncClient, request: LoadRequest, tally: _Tally, deadline_s: float | None) -> None:
     start = time.perf_counter()
@@ -273,19 +289,7 @@ async def run_load(
             await asyncio.gather(watcher, return_exceptions=True)
             bar.finish()
         await client.close()
-    return LoadReport(
-        completed=tally.completed,
-        errors=dict(sorted(tally.errors.items())),
-        duration_s=duration,
-        generated_tokens=tally.generated_tokens,
-        tokens_per_s=tally.generated_tokens / duration if duration > 0 else 0.0,
-        ttft_ms=Percentiles.of(tally.ttft_ms),
-        itl_ms=Percentiles.of(tally.itl_ms),
-        e2e_ms=Percentiles.of(tally.e2e_ms),
-        requests=len(requests),
-        concurrency=concurrency,
-        rate=rate,
-    )
+    return tally.report(duration, requests=len(requests), concurrency=concurrency, rate=rate)
 
 
 async def _connect(client: AsyncClient) -> None:

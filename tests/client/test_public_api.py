@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import subprocess
@@ -12,7 +13,7 @@ from types import ModuleType
 import pytest
 
 import autoglm_client
-from autoglm_client import errors, tokens, types
+from autoglm_client import AsyncClient, Client, _convert, errors, tokens, types
 from tests.client.scripted_server import ScriptedServer
 
 
@@ -48,6 +49,20 @@ def test_all_exports_the_clients_and_connection_types() -> None:
 def test_every_error_class_derives_from_the_base() -> None:
     for name in _public_classes(errors):
         assert issubclass(getattr(errors, name), errors.AutoglmError)
+
+
+def test_generate_keyword_lists_stay_in_step() -> None:
+    # generate()'s arguments are spelled out three times (signature, GenerateOptions, GenerateKwargs)
+    # so that each is typed; this keeps a new argument from being added to only one of them.
+    arguments = set(inspect.signature(Client.generate).parameters) - {"self", "prompt"}
+    assert set(_convert.GenerateKwargs.__optional_keys__) == arguments
+    assert {field.name for field in dataclasses.fields(_convert.GenerateOptions)} == arguments - {"timeout"}
+
+
+@pytest.mark.parametrize("method", ["generate", "generate_text", "tokenize", "model_info", "health"])
+def test_sync_and_async_clients_take_the_same_arguments(method: str) -> None:
+    sync, asynchronous = inspect.signature(getattr(Client, method)), inspect.signature(getattr(AsyncClient, method))
+    assert list(sync.parameters.values()) == list(asynchronous.parameters.values())
 
 
 # A finder that makes the heavy and server-side packages unimportable, as in a service that only

@@ -93,13 +93,54 @@ def _role(client: Any, path: str, wanted: dict[str, Any]) -> str:
     return "created" if current is None else "updated"
 
 
+Step = Callable[[str, str], None]  # records (step, outcome)
+
+
 def _ignore(step: str, outcome: str) -> None:
     pass
 
 
-def bootstrap(
-    session: VaultSession, plan: BootstrapPlan, report: Callable[[str, str], None] = _ignore
-) -> list[tuple[str, str]]:
+def _role_token(plan: BootstrapPlan) -> dict[str, Any]:
+    """The token settings every role issues with."""
+    return {"token_ttl": plan.token_ttl_s, "token_max_ttl": plan.token_ttl_s * 4}
+
+
+def _signing(client: Any, plan: BootstrapPlan, step: Step) -> None:
+    """The transit engine, the JWT key and the three policies."""
+    step(f"secrets engine {plan.transit_mount}/", _enable(client, "transit", plan.transit_mount, auth=False))
+    step(f"transit key {plan.transit_key}", _transit_key(client, plan))
+    for name, text in render_policies(plan.transit_mount, plan.transit_key).items():
+        step(f"policy {name}", _policy(client, name, text))
+
+
+def _approle(client: Any, plan: BootstrapPlan, step: Step) -> None:
+    """AppRole logins for a daemon and an issuer outside Kubernetes."""
+    step(f"auth {plan.approle_mount}/", _enable(client, "approle", plan.approle_mount, auth=True))
+    for role, policy in (("autoglm-daemon", DAEMON_POLICY), ("autoglm-issuer", ISSUER_POLICY)):
+        path = f"auth/{plan.approle_mount}/role/{role}"
+        step(f"approle role {role}", _role(client, path, {"token_policies": [policy], **_role_token(plan)}))
+
+
+def _kubernetes(client: Any, plan: BootstrapPlan, step: Step) -> None:
+    """The Kubernetes login of the daemon's pods (their service account, audience "vault")."""
+    mount = plan.kubernetes_mount
+    step(f"auth {mount}/", _enable(client, "kubernetes", mount, auth=True))
+    if plan.kubernetes_host:
+        config = {"kubernetes_host": plan.kubernetes_host}
+        if plan.kubernetes_ca_cert:
+            config["kubernetes_ca_cert"] = plan.kubernetes_ca_cert
+        step("kubernetes config", _role(client, f"auth/{mount}/config", config))
+    k8s_role = {
+        "bound_service_account_names": [plan.service_account],
+        "bound_service_account_namespaces": [plan.service_account_namespace],
+        "audience": "vault",
+        "token_policies": [DAEMON_POLICY],
+        **_role_token(plan),
+    }
+    step("kubernetes role autoglm-daemon", _role(client, f"auth/{mount}/role/autoglm-daemon", k8s_role))
+
+
+def bootstrap(session: VaultSession, plan: BootstrapPlan, report: Step = _ignore) -> list[tuple[str, str]]:
     """Apply the plan; returns (step, outcome) pairs, and passes each to `report` as it is done."""
 
     def run(client: Any) -> list[tuple[str, str]]:
@@ -109,30 +150,9 @@ def bootstrap(
             steps.append((name, outcome))
             report(name, outcome)
 
-        step(f"secrets engine {plan.transit_mount}/", _enable(client, "transit", plan.transit_mount, auth=False))
-        step(f"transit key {plan.transit_key}", _transit_key(client, plan))
-        for name, text in render_policies(plan.transit_mount, plan.transit_key).items():
-            step(f"policy {name}", _policy(client, name, text))
-        token = {"token_ttl": plan.token_ttl_s, "token_max_ttl": plan.token_ttl_s * 4}
-        step(f"auth {plan.approle_mount}/", _enable(client, "approle", plan.approle_mount, auth=True))
-        for role, policy in (("autoglm-daemon", DAEMON_POLICY), ("autoglm-issuer", ISSUER_POLICY)):
-            path = f"auth/{plan.approle_mount}/role/{role}"
-            step(f"approle role {role}", _role(client, path, {"token_policies": [policy], **token}))
-        mount = plan.kubernetes_mount
-        step(f"auth {mount}/", _enable(client, "kubernetes", mount, auth=True))
-        if plan.kubernetes_host:
-            config = {"kubernetes_host": plan.kubernetes_host}
-            if plan.kubernetes_ca_cert:
-                config["kubernetes_ca_cert"] = plan.kubernetes_ca_cert
-            step("kubernetes config", _role(client, f"auth/{mount}/config", config))
-        k8s_role = {
-            "bound_service_account_names": [plan.service_account],
-            "bound_service_account_namespaces": [plan.service_account_namespace],
-            "audience": "vault",
-            "token_policies": [DAEMON_POLICY],
-            **token,
-        }
-        step("kubernetes role autoglm-daemon", _role(client, f"auth/{mount}/role/autoglm-daemon", k8s_role))
+        _signing(client, plan, step)
+        _approle(client, plan, step)
+        _kubernetes(client, plan, step)
         return steps
 
     result: list[tuple[str, str]] = session.call(run)

@@ -136,13 +136,20 @@ def _mint(argv: list[str]) -> str:
     return mint_token(session, settings.vault_transit_mount, settings.vault_transit_key, request)
 
 
+def _subcommand(argv: list[str], command: str, usage: str, body: Callable[[list[str]], T]) -> tuple[T | None, int]:
+    """Run `body` on the arguments after the one subcommand word `command` ("token mint" takes
+    "mint"); (result, 0), or (None, exit status) after printing the usage or the failure."""
+    _setup_logging()
+    group, _, word = command.partition(" ")
+    if not argv or argv[0] != word:
+        print(f"usage: autoglm-server {group} {word} {usage}", file=sys.stderr)
+        return None, 2
+    return _run(command, lambda: body(argv[1:]))
+
+
 def token_main(argv: list[str]) -> int:
     """`autoglm-server token mint ...`; returns the exit status."""
-    _setup_logging()
-    if not argv or argv[0] != "mint":
-        print("usage: autoglm-server token mint --sub NAME [--scope S] [--ttl 15m] ...", file=sys.stderr)
-        return 2
-    token, status = _run("token mint", lambda: _mint(argv[1:]))
+    token, status = _subcommand(argv, "token mint", "--sub NAME [--scope S] [--ttl 15m] ...", _mint)
     if token is None:
         return status
     print(token)
@@ -183,11 +190,7 @@ def _bootstrap(argv: list[str]) -> int:
 
 def vault_main(argv: list[str]) -> int:
     """`autoglm-server vault bootstrap ...`; returns the exit status."""
-    _setup_logging()
-    if not argv or argv[0] != "bootstrap":
-        print("usage: autoglm-server vault bootstrap [--vault-addr URL] ...", file=sys.stderr)
-        return 2
-    steps, status = _run("vault bootstrap", lambda: _bootstrap(argv[1:]))
+    steps, status = _subcommand(argv, "vault bootstrap", "[--vault-addr URL] ...", _bootstrap)
     if steps is None:
         return status
     logger.info("bootstrap done: %d steps", steps)
