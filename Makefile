@@ -30,9 +30,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy server/autoglm_server client/autoglm_client
 
+# Lint, format, and breaking changes against main (FILE rules, buf.yaml); a branch's CI catches
+# a breaking change before it merges.
 buflint: $(STAMP)
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
+	if git rev-parse --verify --quiet main >/dev/null; then $(BUF) breaking --against '.git#branch=main'; fi
 
 # The whole suite: linters, type checks, buf, then every test.
 test: lint typecheck buflint

@@ -145,22 +145,25 @@ def _run_generate(client: Client, args: argparse.Namespace, out: TextIO, err: Te
     return 0
 
 
-def _run_simple(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    if args.command == "info":
-        info = client.model_info()
-        if args.json:
-            out.write(json.dumps(dataclasses.asdict(info), indent=2) + "\n")
-        else:
-            for key, value in dataclasses.asdict(info).items():
-                shown = ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else value
-                out.write(f"{key}: {shown}\n")
+def _run_info(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    info = dataclasses.asdict(client.model_info())
+    if args.json:
+        out.write(json.dumps(info, indent=2) + "\n")
         return 0
-    if args.command == "tokenize":
-        ids = client.tokenize(args.text, add_special_tokens=args.add_special_tokens)
-        out.write(
-            (json.dumps({"token_ids": list(ids), "count": len(ids)}) if args.json else " ".join(map(str, ids))) + "\n"
-        )
-        return 0
+    for key, value in info.items():
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list | tuple) else value
+        out.write(f"{key}: {shown}\n")
+    return 0
+
+
+def _run_tokenize(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    ids = client.tokenize(args.text, add_special_tokens=args.add_special_tokens)
+    shown = json.dumps({"token_ids": list(ids), "count": len(ids)}) if args.json else " ".join(map(str, ids))
+    out.write(shown + "\n")
+    return 0
+
+
+def _run_health(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     status = client.health(args.service)
     out.write(f"{status}\n")
     return 0 if status is HealthStatus.SERVING else EXIT_NOT_SERVING
@@ -174,7 +177,11 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with Client(args.target, tls=tls, token_provider=provider, timeout=args.timeout) as client:
         if args.command == "generate":
             return _run_generate(client, args, out, err)
-        return _run_simple(client, args, out)
+        if args.command == "info":
+            return _run_info(client, args, out)
+        if args.command == "tokenize":
+            return _run_tokenize(client, args, out)
+        return _run_health(client, args, out)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

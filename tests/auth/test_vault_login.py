@@ -41,8 +41,13 @@ def root(openbao: OpenBao, kube_api: FakeKubeApi) -> Any:
     plan = BootstrapPlan(
         "transit", KEY, 3600, "approle", "kubernetes", kube_api.url, dummy_ca_pem(), SA, NAMESPACE, 3600
     )
-    bootstrap(VaultSession(VaultSettings(vault_addr=openbao.addr, vault_token=openbao.root_token)), plan)
+    bootstrap(_session(openbao, vault_token=openbao.root_token), plan)
     return hvac.Client(url=openbao.addr, token=openbao.root_token)
+
+
+def _session(openbao: OpenBao, **auth: str) -> VaultSession:
+    """A session with the test OpenBao, logging in as the VaultSettings fields in `auth` say."""
+    return VaultSession(VaultSettings(vault_addr=openbao.addr, **auth))
 
 
 def _set_ttl(root: Any, path: str, ttl: int, max_ttl: int) -> None:
@@ -54,13 +59,12 @@ def _set_ttl(root: Any, path: str, ttl: int, max_ttl: int) -> None:
 def _approle_session(openbao: OpenBao, root: Any, secret_file: Path) -> VaultSession:
     role_id = root.read(f"auth/approle/role/{ROLE}/role-id")["data"]["role_id"]
     secret_file.write_text(root.write_data(f"auth/approle/role/{ROLE}/secret-id", data={})["data"]["secret_id"])
-    settings = VaultSettings(
-        vault_addr=openbao.addr,
+    return _session(
+        openbao,
         vault_auth_method="approle",
         vault_approle_role_id=role_id,
         vault_approle_secret_id_file=str(secret_file),
     )
-    return VaultSession(settings)
 
 
 def _daemon_call(client: Any) -> dict[str, Any]:
@@ -144,13 +148,12 @@ def test_approle_login_failure_is_one_clear_error(openbao: OpenBao, root: Any, t
 
 
 def _kube_session(openbao: OpenBao, token_file: Path) -> VaultSession:
-    settings = VaultSettings(
-        vault_addr=openbao.addr,
+    return _session(
+        openbao,
         vault_auth_method="kubernetes",
         vault_kubernetes_role=ROLE,
         vault_kubernetes_token_file=str(token_file),
     )
-    return VaultSession(settings)
 
 
 def test_kubernetes_login_rereads_the_rotated_projected_token(
@@ -193,8 +196,7 @@ def test_token_file_is_reread_when_it_changes(openbao: OpenBao, root: Any, tmp_p
     token_file = tmp_path / "vault-token"
     first = root.auth.token.create(policies=["autoglm-daemon"], ttl="1h")["auth"]
     token_file.write_text(first["client_token"])
-    settings = VaultSettings(vault_addr=openbao.addr, vault_token_file=str(token_file))
-    session = VaultSession(settings)
+    session = _session(openbao, vault_token_file=str(token_file))
     assert session.call(_daemon_call)["accessor"] == first["accessor"]
     # A Vault Agent writes a new token into the sink and the old one is revoked.
     second = root.auth.token.create(policies=["autoglm-daemon"], ttl="1h")["auth"]
@@ -213,7 +215,7 @@ def test_unreachable_vault_is_one_short_error() -> None:
 
 
 def test_fixed_token_that_vault_refuses_is_a_clear_login_error(openbao: OpenBao) -> None:
-    session = VaultSession(VaultSettings(vault_addr=openbao.addr, vault_token="not-a-token"))
+    session = _session(openbao, vault_token="not-a-token")
     with pytest.raises(VaultError, match=r"Vault login \(token\) failed: permission denied") as caught:
         session.call(_daemon_call)
     assert "not-a-token" not in str(caught.value)
