@@ -73,9 +73,7 @@ def daemon_command(*extra_args: str, port_file: Path) -> list[str]:
 
 
 def _daemon_env(env: Mapping[str, str] | None) -> dict[str, str]:
-    merged = {
-        key: value for key, value in os.environ.items() if not key.startswith(("AUTOGLM_", "OTEL_", "VAULT_"))
-    }
+    merged = {key: value for key, value in os.environ.items() if not key.startswith(("AUTOGLM_", "OTEL_", "VAULT_"))}
     # Two cores are shared by the test process and the daemon: keep torch from oversubscribing.
     merged.setdefault("AUTOGLM_TORCH_THREADS", "1")
     merged["PYTHONUNBUFFERED"] = "1"
@@ -110,9 +108,7 @@ def running_daemon(
             _stop(process)
 
 
-def _wait_for_ports(
-    process: subprocess.Popen[bytes], port_file: Path, log_path: Path, timeout: float
-) -> Daemon:
+def _wait_for_ports(process: subprocess.Popen[bytes], port_file: Path, log_path: Path, timeout: float) -> Daemon:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_file.exists():

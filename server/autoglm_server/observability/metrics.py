@@ -112,9 +112,12 @@ class Metrics:
             registry=reg,
         ).labels(**labels)
         self._key_created: float | None = None
-        Gauge("autoglm_key_age_seconds", "seconds since the JWT verification keys were last fetched (their staleness)", names, registry=reg).labels(
-            **labels
-        ).set_function(self._key_age)
+        Gauge(
+            "autoglm_key_age_seconds",
+            "seconds since the JWT verification keys were last fetched (their staleness)",
+            names,
+            registry=reg,
+        ).labels(**labels).set_function(self._key_age)
         Gauge(
             "autoglm_build_info",
             "always 1; the labels say what runs",
