@@ -332,6 +332,8 @@ def broken_fields(request: pb.GenerateRequest) -> set[str]:
     return broken
 
 
+# Soak mode fuzzes 2000 requests against the live daemon: longer than the suite's 300 s default.
+@pytest.mark.timeout(1800)
 def test_fuzzed_requests_get_precise_statuses(
     daemon: Daemon, channel: grpc.Channel, sizes: Sizes, figures: list[dict[str, Any]]
 ) -> None:
