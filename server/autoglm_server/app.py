@@ -155,6 +155,10 @@ class Daemon:
         await self._engine.start()
         model = self._engine.model
         logger.info("model %s ready (%s on %s)", model.model_id, model.dtype, model.device)
+        if self._stop.is_set():
+            # A signal (or an engine death) came while we were starting: never report SERVING,
+            # or a load balancer would route calls to a process that is about to exit.
+            return
         self._state.phase = Phase.SERVING
         await self._refresh_readiness()
         self._readiness_task = asyncio.create_task(self._poll_readiness())

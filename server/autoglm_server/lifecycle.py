@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections import Counter
 
 from autoglm_server.errors import UnavailableError
 
@@ -24,7 +25,8 @@ class ServingState:
 
     def __init__(self) -> None:
         self.phase = Phase.STARTING
-        self._in_flight: set[str] = set()
+        # A multiset: a request_id may be reused by a new stream before the old one's handler ends.
+        self._in_flight: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
         self.drain_expired = False
@@ -37,11 +39,14 @@ class ServingState:
             raise UnavailableError("the server is draining for shutdown; retry on another replica")
 
     def stream_started(self, request_id: str) -> None:
-        self._in_flight.add(request_id)
+        self._in_flight[request_id] += 1
         self._idle.clear()
 
     def stream_ended(self, request_id: str) -> None:
-        self._in_flight.discard(request_id)
+        if self._in_flight[request_id] > 1:
+            self._in_flight[request_id] -= 1
+        else:
+            self._in_flight.pop(request_id, None)
         if not self._in_flight:
             self._idle.set()
 

@@ -67,6 +67,9 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
                 tokenize=lambda _text: prompt_ids,
                 call=convert.CallContext(tenant=self._tenant_lookup(), deadline=_deadline(context)),
             )
+            # Again: a drain may have begun while a long prompt was tokenized in a thread, and a
+            # stream admitted after the drain counted its in-flight streams would be cut off.
+            self._state.check_admission()
             stream = await self._engine.submit(domain)
         except AutoglmError as error:
             observer.on_rejected(_reason(error))
@@ -94,7 +97,9 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             observer.on_rejected("internal")
             await status.abort(context, status.internal_status(error))
         finally:
-            self._engine.abort(domain.request_id)
+            # Close this stream (which aborts it if unfinished), never abort by request_id: by now
+            # another call may have reused the id, and it is not ours to cancel.
+            await _close(stream)
             self._state.stream_ended(domain.request_id)
 
     async def _relay(
@@ -116,9 +121,7 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
                 raise _drain_cut() from None
             raise
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _close(stream)
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         try:
@@ -159,6 +162,12 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             max_new_tokens_limit=self._limits.max_new_tokens_limit,
             auth_enabled=self._auth_enabled,
         )
+
+
+async def _close(stream: AsyncIterator[GenerationDelta]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

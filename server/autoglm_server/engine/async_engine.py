@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import copy
 import gc
+import itertools
 import logging
 import threading
 import time
@@ -108,9 +109,10 @@ class RequestStream:
     its `finally`, and the abort would be lost.
     """
 
-    def __init__(self, engine: AsyncEngine, request_id: str, mailbox: _Mailbox) -> None:
+    def __init__(self, engine: AsyncEngine, request_id: str, key: str, mailbox: _Mailbox) -> None:
         self._engine = engine
         self._request_id = request_id
+        self._key = key
         self._mailbox = mailbox
         self._finished = False
         self._closed = False
@@ -137,10 +139,18 @@ class RequestStream:
     def _close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._engine._release(self._request_id, abort=not self._finished)
+            self._engine._release(self._request_id, self._key, abort=not self._finished)
 
     def __del__(self) -> None:
-        self._close()
+        # A stream dropped without being closed may be finalized by the garbage collector on any
+        # thread, the engine thread too (possibly inside core.lock): hand the release to the loop,
+        # the only thread that owns the mailboxes.
+        if self._closed:
+            return
+        loop = self._engine._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._close)
 
 
 class AsyncEngine:
@@ -158,7 +168,12 @@ class AsyncEngine:
         self._fault_injector = fault_injector
         self._core: EngineCore | None = None
         self._front_tokenizer: Any = None
+        # Mailboxes by engine key. The core knows each submission by a key of its own, never by the
+        # caller's request_id: a request_id reused right after a cancel must not receive the old
+        # request's late deltas (or its CANCELLED end).
         self._mailboxes: dict[str, _Mailbox] = {}
+        self._keys: dict[str, str] = {}  # request_id of an open stream -> its engine key
+        self._serial = itertools.count()
         self._listeners: list[Callable[[BaseException], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -258,10 +273,12 @@ class AsyncEngine:
             if mailbox is not None:
                 mailbox.put(item)
 
-    def _release(self, request_id: str, abort: bool) -> None:
-        self._mailboxes.pop(request_id, None)
-        if abort:
-            self.abort(request_id)
+    def _release(self, request_id: str, key: str, abort: bool) -> None:
+        self._mailboxes.pop(key, None)
+        if self._keys.get(request_id) == key:
+            del self._keys[request_id]
+        if abort and self._core is not None:
+            self._core.abort(key)
 
     def _fail_all(self, error: AutoglmError) -> None:
         for mailbox in self._mailboxes.values():
@@ -274,20 +291,25 @@ class AsyncEngine:
             raise UnavailableError("the engine is not running")
         if not self._alive:
             raise EngineFailedError("the engine failed; the daemon is restarting")
-        if request.request_id in self._mailboxes:
-            raise InvalidRequestError("request_id", f"{request.request_id!r} is already in use by a running request")
+        request_id = request.request_id
+        if request_id in self._keys:
+            raise InvalidRequestError("request_id", f"{request_id!r} is already in use by a running request")
+        key = f"{request_id}#{next(self._serial)}"
         mailbox = _Mailbox()
-        self._mailboxes[request.request_id] = mailbox
+        self._mailboxes[key] = mailbox
+        self._keys[request_id] = key
         try:
-            core.add(request)
+            core.add(replace(request, request_id=key))
         except BaseException:
-            del self._mailboxes[request.request_id]
+            del self._mailboxes[key]
+            del self._keys[request_id]
             raise
-        return RequestStream(self, request.request_id, mailbox)
+        return RequestStream(self, request_id, key, mailbox)
 
     def abort(self, request_id: str) -> None:
-        if self._core is not None:
-            self._core.abort(request_id)
+        key = self._keys.get(request_id)
+        if key is not None and self._core is not None:
+            self._core.abort(key)
 
     def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
         if self._front_tokenizer is None:

@@ -21,7 +21,7 @@ from autoglm_server.engine.runner import KVBatch, ModelRunner, merge, select
 from autoglm_server.engine.sampling import RowSampling, sample
 from autoglm_server.engine.scheduler import Limits, Scheduler, Ticket
 from autoglm_server.engine.sequence import Sequence
-from autoglm_server.engine.types import FinishReason, GenerationDelta, GenerationRequest, TokenLogprob
+from autoglm_server.engine.types import FinishReason, GenerationDelta, GenerationRequest, TokenLogprob, Usage
 from autoglm_server.errors import (
     AutoglmError,
     DeadlineExceededError,
@@ -53,6 +53,8 @@ class EngineCore:
         self._eos = frozenset(eos_ids)
         self._pending: dict[str, GenerationRequest] = {}
         self._aborted: set[str] = set()
+        # Requests cancelled while still waiting: they never reached a row, yet their streams must end.
+        self._cancelled_waiting: list[GenerationRequest] = []
         self._rows: list[Sequence] = []
         self._batch: KVBatch | None = None
         self.step_listener: StepListener | None = None
@@ -88,7 +90,9 @@ class EngineCore:
         with self.lock:
             where = self.scheduler.cancel(request_id)
             if where == "waiting":
-                self._pending.pop(request_id, None)
+                request = self._pending.pop(request_id, None)
+                if request is not None:
+                    self._cancelled_waiting.append(request)
             elif where == "running":
                 self._aborted.add(request_id)
         self.wakeup.set()
@@ -107,7 +111,7 @@ class EngineCore:
 
     def _idle(self) -> bool:
         with self.lock:
-            return not self._rows and self.scheduler.waiting == 0 and not self._aborted
+            return not self._rows and self.scheduler.waiting == 0 and not self._aborted and not self._cancelled_waiting
 
     def step(self) -> list[Output]:
         outputs: list[Output] = []
@@ -118,9 +122,12 @@ class EngineCore:
             for ticket, _ in admission.expired:
                 self._pending.pop(ticket.request_id, None)
             aborted, self._aborted = self._aborted, set()
+            cancelled, self._cancelled_waiting = self._cancelled_waiting, []
             retry = self.scheduler.retry_after_s()
         for ticket, why in admission.expired:
             outputs.append((ticket.request_id, _expired_error(why, retry)))
+        for request in cancelled:
+            outputs.append((request.request_id, _cancelled_before_running(request, now)))
         self._drop(aborted, now, outputs)
         if joining:
             self._prefill(joining, now, outputs)
@@ -227,6 +234,16 @@ class EngineCore:
         """One prefill and one decode, so the first request does not pay for lazy initialisation."""
         _, kv = self.runner.prefill([[0, 1, 2, 3]])
         self.runner.decode(kv)
+
+
+def _cancelled_before_running(request: GenerationRequest, now: float) -> GenerationDelta:
+    usage = Usage(
+        prompt_tokens=len(request.prompt_token_ids),
+        completion_tokens=0,
+        queue_time_s=max(0.0, now - request.arrival_time),
+        time_to_first_token_s=None,
+    )
+    return GenerationDelta(finish_reason=FinishReason.CANCELLED, usage=usage)
 
 
 def _expired_error(why: str, retry_after_s: float) -> AutoglmError:
