@@ -7,7 +7,7 @@ import asyncio
 import signal
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -105,6 +105,27 @@ def metric(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str
     return 0.0
 
 
+def generate_calls(found: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
+    """autoglm_requests_total of Generate, every code together."""
+    return sum(
+        value
+        for (name, labels), value in found.items()
+        if name == "autoglm_requests_total" and ("method", GENERATE) in labels and ("version", VERSION) in labels
+    )
+
+
+async def settled(
+    daemon: Daemon, done: Callable[[dict[tuple[str, frozenset[tuple[str, str]]], float]], bool], timeout_s: float = 30
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Scrape until `done` holds (the last scrape is returned either way: the asserts then say what is off)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        found = await asyncio.to_thread(scrape, daemon)
+        if done(found) or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
 async def test_metrics_count_what_was_sent(daemon: Daemon) -> None:
     before = scrape(daemon)
     for _ in range(5):
@@ -112,8 +133,9 @@ async def test_metrics_count_what_was_sent(daemon: Daemon) -> None:
     for _ in range(2):
         with pytest.raises(grpc.aio.AioRpcError):
             await generate(daemon.target, pb.GenerateRequest(text="x", max_new_tokens=1, top_logprobs=99))
-    await asyncio.sleep(0.2)  # counted when each RPC's task ends, just after the client's answer
-    after = scrape(daemon)
+    # The server counts an RPC when its task ends, just after the client saw the answer: wait for
+    # all 7 to be counted (an event, not a fixed pause), then compare exactly.
+    after = await settled(daemon, lambda found: generate_calls(found) - generate_calls(before) >= 7)
 
     def delta(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)
@@ -135,8 +157,7 @@ async def test_prompt_over_the_context_counts_as_too_long(daemon: Daemon) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await generate(daemon.target, too_long)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    await asyncio.sleep(0.2)
-    after = scrape(daemon)
+    after = await settled(daemon, lambda found: generate_calls(found) > generate_calls(before))
     too_long_count = metric(after, "autoglm_rejections_total", reason="too_long")
     assert too_long_count - metric(before, "autoglm_rejections_total", reason="too_long") == 1
 
@@ -188,9 +209,11 @@ async def _readiness_during_drain(channel: grpc.aio.Channel) -> int:
     from grpc_health.v1 import health_pb2_grpc
 
     stub = health_pb2_grpc.HealthStub(channel)
-    for _ in range(50):
+    # Polled until it changes (the daemon handles SIGTERM on its event loop, later on a loaded
+    # machine); the streams in flight hold the drain open far longer than this can take.
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=names.READINESS_SERVICE), timeout=5)
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        if reply.status != health_pb2.HealthCheckResponse.SERVING or asyncio.get_running_loop().time() > deadline:
             return int(reply.status)
         await asyncio.sleep(0.05)
-    return int(reply.status)

@@ -50,6 +50,16 @@ async def _readiness(target: str) -> int | None:
     return None
 
 
+async def _readiness_after_signal(target: str, timeout_s: float = 30.0) -> int | None:
+    """The first readiness that is not SERVING (None: the server stopped answering first)."""
+    deadline = time.monotonic() + timeout_s
+    while (status := await _readiness(target)) == health_pb2.HealthCheckResponse.SERVING:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return status
+
+
 async def test_sigterm_completes_in_flight_and_refuses_new_calls(sizes: Sizes, figures: list[dict[str, Any]]) -> None:
     ledger = Ledger()
     with running_daemon(
@@ -68,8 +78,9 @@ async def test_sigterm_completes_in_flight_and_refuses_new_calls(sizes: Sizes, f
             await _all_streaming(ledger, sizes.drain_streams)
             signalled = time.monotonic()
             daemon.signal(signal.SIGTERM)
-            await asyncio.sleep(0.2)  # the daemon handles the signal on its event loop
-            readiness = await _readiness(daemon.target)
+            # The daemon handles the signal on its event loop (later on a loaded machine): poll until
+            # readiness leaves SERVING rather than guess how long that takes.
+            readiness = await _readiness_after_signal(daemon.target)
             late = []
             for i in range(LATE_CALLS):
                 plan = calls.CallPlan("late", calls.request(f"late {i}", 8), timeout_s=10)

@@ -28,8 +28,10 @@ TOKENS = 12
 # Rejections are cheap; a rejected sustained caller pauses this long so that the test process does
 # not starve the daemon of the machine's two cores.
 REJECTED_PAUSE_S = 0.02
-# Generous bounds (this machine is shared): the figures in the report are what matter.
-REJECT_P99_BOUND_S = 1.0
+# The figures in the report are what matter; what is asserted must hold on a loaded CI machine.
+# A rejection that waited for a slot or for --max-queue-time (60 s) would blow this bound; a slow
+# machine alone would not.
+REJECT_P99_BOUND_S = 10.0
 RSS_GROWTH_BOUND_MIB = 150.0
 
 EXPECT = {
@@ -82,6 +84,13 @@ async def test_overload_sheds_excess_fast_and_loses_nothing(
     assert burst_codes.get("RESOURCE_EXHAUSTED", 0) > 0, "a 10x burst must shed load"
     assert all(o.retry_after_s is not None and o.retry_after_s > 0 for o in rejected), "every rejection has RetryInfo"
     reject_p99 = percentile((o.latency_s for o in rejected), 99)
+    # Measured under the same load, so it holds however busy the machine is: refusing a call costs
+    # less than serving one (a rejection that waited behind the running batch would not).
+    reject_p50 = percentile((o.latency_s for o in rejected), 50)
+    complete_p50 = percentile((o.latency_s for o in ledger.outcomes if o.code == grpc.StatusCode.OK), 50)
+    assert reject_p50 < complete_p50, (
+        f"rejections take as long as service: p50 {reject_p50 * 1000:.0f} ms vs {complete_p50 * 1000:.0f} ms"
+    )
     assert reject_p99 < REJECT_P99_BOUND_S, f"rejections are not immediate: p99 {reject_p99 * 1000:.0f} ms"
     assert monitor.growth_mib < RSS_GROWTH_BOUND_MIB, f"RSS grew {monitor.growth_mib:.0f} MiB"
     assert daemon.process.poll() is None
