@@ -16,12 +16,27 @@ LIVENESS_SERVICE: str = ""
 
 DEFAULT_GRPC_PORT = 50051
 DEFAULT_ADMIN_PORT = 9090
+DEFAULT_HTTP_PORT = 8000
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+DEFAULT_HTTP_LISTEN = f"127.0.0.1:{DEFAULT_HTTP_PORT}"
 DEFAULT_ADMIN_LISTEN = f"127.0.0.1:{DEFAULT_ADMIN_PORT}"
 
 # Paths served on the admin HTTP port.
 METRICS_PATH = "/metrics"
 JWKS_PATH = "/.well-known/jwks.json"
+
+# The OpenAI-compatible HTTP API (the daemon's second front door, --http-listen).
+HTTP_PORT_NAME = "http-openai"
+GRPC_PORT_NAME = "grpc"
+HTTP_HEALTH_PATH = "/health"
+OPENAI_CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+OPENAI_COMPLETIONS_PATH = "/v1/completions"
+OPENAI_MODELS_PATH = "/v1/models"
+
+# The header (gRPC metadata key and HTTP header alike) that names an agent's session. The mesh hashes
+# on it so that one agent's steps reach the replica holding its prefix cache; the daemon only logs
+# and traces it, never uses it for auth.
+SESSION_HEADER = "x-autoglm-session"
 
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from autoglm_server.engine.types import EngineStats, GenerationDelta, GenerationRequest, ModelDescription
+from collections.abc import Sequence
+
+from autoglm_server.engine.types import (
+    ChatMessage,
+    EngineStats,
+    GenerationDelta,
+    GenerationRequest,
+    ModelDescription,
+    RenderedPrompt,
+)
 
 
 class Engine(Protocol):
@@ -33,6 +42,14 @@ class Engine(Protocol):
 
     def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
         """Token ids of a text, with the served model's tokenizer."""
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+        """Render a conversation with the served model's chat template, ready for a reply.
+
+        Raises InvalidRequestError("messages", ...) when there is no chat template, or when the
+        messages hold images and the model takes none (or more than it takes). May take
+        milliseconds: the caller runs long conversations in a thread.
+        """
 
     def stats(self) -> EngineStats:
         """A snapshot of running, waiting and reserved work."""

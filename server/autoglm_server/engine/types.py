@@ -1,10 +1,14 @@
-"""Domain types of the engine. Pure Python: no protobuf, no torch."""
+"""Domain types of the engine. Pure Python: no protobuf, no torch, no HTTP framework."""
 
 from __future__ import annotations
 
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class FinishReason(enum.Enum):
@@ -26,6 +30,10 @@ class SamplingOptions:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    # OpenAI semantics, over the tokens generated so far (not the prompt): a token's logit loses
+    # presence_penalty once it has appeared and frequency_penalty times the number of appearances.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     seed: int | None = None
 
     @property
@@ -34,6 +42,72 @@ class SamplingOptions:
 
 
 ANONYMOUS_TENANT = "anonymous"
+
+ChatRole = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """One decoded, size-checked image of a request (serving/images.py makes these).
+
+    `image` is a fully loaded PIL image in RGB; `digest` is a SHA-256 of the encoded bytes (engines
+    may use it as a cache key; it never leaves the process).
+    """
+
+    image: Image.Image
+    mime_type: str
+    width: int
+    height: int
+    encoded_bytes: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """Text in a chat message."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image in a chat message, already decoded."""
+
+    image: ImageInput
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a conversation, validated; content parts in order."""
+
+    role: ChatRole
+    content: tuple[ContentPart, ...]
+
+    @property
+    def text(self) -> str:
+        """The message's text parts joined (images left out)."""
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @property
+    def images(self) -> tuple[ImageInput, ...]:
+        return tuple(part.image for part in self.content if isinstance(part, ImagePart))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """A conversation rendered by the engine's chat template.
+
+    `token_ids` is what admission counts (for a vision model, with each image's placeholder tokens
+    expanded to the number the model will see, or the engine's best estimate of it); `text` is the
+    rendered template; `images` go with it in order of appearance.
+    """
+
+    token_ids: tuple[int, ...]
+    text: str
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +128,12 @@ class GenerationRequest:
     # time.monotonic() value after which the request is worthless (the gRPC deadline), or None.
     deadline: float | None = None
     arrival_time: float = field(default_factory=time.monotonic)
+    # For a chat request: the rendered prompt's text and its images, for engines that take the text
+    # and images (vLLM's multimodal processor) rather than token ids. Empty for a plain prompt.
+    prompt_text: str = ""
+    images: tuple[ImageInput, ...] = ()
+    # The caller's session (x-autoglm-session): logged and traced, never used for auth or routing.
+    session_id: str = ""
 
     @property
     def reserved_tokens(self) -> int:
@@ -123,6 +203,11 @@ class ModelDescription:
     dtype: str
     device: str
     random_weights: bool = False
+    # Whether a chat template is there to render messages (the model's own or --chat-template).
+    has_chat_template: bool = False
+    # Vision: whether the model takes images, and the most per request (0 without vision).
+    supports_images: bool = False
+    max_images_per_request: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +220,8 @@ class EngineStats:
     token_budget: int
     steps: int
     alive: bool
+    # Engines with a paged KV cache (vLLM) report its use in [0, 1] and prefix-cache counters
+    # (tokens looked up / found, cumulative); None where the engine has no such thing.
+    kv_cache_usage: float | None = None
+    prefix_cache_queries: int | None = None
+    prefix_cache_hits: int | None = None
