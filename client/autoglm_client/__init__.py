@@ -5,6 +5,7 @@ from autoglm_client import Client
 with Client("127.0.0.1:50051") as client:
     for event in client.generate("Hello", max_new_tokens=32):
         ...
+    reply = client.chat_text([{"role": "user", "content": "Hi"}], max_new_tokens=32)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from autoglm_client.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from autoglm_client.messages import ContentPart, ImagePart, Message, Role, TextPart
 from autoglm_client.tokens import FileToken, StaticToken, TokenError, TokenProvider, VaultIdentityToken
 from autoglm_client.types import (
     Chunk,
@@ -46,6 +48,7 @@ __all__ = [
     "CancelledError",
     "Chunk",
     "Client",
+    "ContentPart",
     "DeadlineExceededError",
     "FileToken",
     "FinishReason",
@@ -53,14 +56,18 @@ __all__ = [
     "GenerateEvent",
     "GenerationResult",
     "HealthStatus",
+    "ImagePart",
     "InternalError",
     "InvalidArgumentError",
+    "Message",
     "ModelInfo",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "Role",
     "Started",
     "StaticToken",
+    "TextPart",
     "TlsConfig",
     "TokenError",
     "TokenLogprob",

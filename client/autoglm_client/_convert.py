@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
+from autoglm_client.messages import ImagePart, Message, Role, TextPart
 from autoglm_client.types import (
     Chunk,
     Finished,
@@ -25,13 +26,15 @@ _FINISH_PREFIX = "FINISH_REASON_"
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """Everything `generate()` takes besides the prompt and the timeout."""
+    """Everything `generate()` and `chat()` put into the request (all but the prompt and call options)."""
 
     max_new_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
     repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     seed: int | None = None
     stop: Sequence[str] = ()
     stop_token_ids: Sequence[int] = ()
@@ -43,13 +46,15 @@ class GenerateOptions:
 
 
 class GenerateKwargs(TypedDict, total=False):
-    """The keyword arguments of `generate()`, so `generate_text()` can take them typed."""
+    """The keyword arguments of `generate()` and `chat()`, so the `*_text()` methods take them typed."""
 
     max_new_tokens: int | None
     temperature: float | None
     top_p: float | None
     top_k: int | None
     repetition_penalty: float | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
     seed: int | None
     stop: Sequence[str]
     stop_token_ids: Sequence[int]
@@ -59,40 +64,77 @@ class GenerateKwargs(TypedDict, total=False):
     top_logprobs: int
     ignore_eos: bool
     timeout: float | None
+    session_id: str | None
 
 
 def generate_request(prompt: str | Sequence[int], options: GenerateOptions) -> pb.GenerateRequest:
     """Build a GenerateRequest; the server validates ranges and answers INVALID_ARGUMENT."""
     if isinstance(prompt, bytes | bytearray):
         raise TypeError("prompt must be str or a sequence of token ids, not bytes")
-    request = pb.GenerateRequest(
-        stop=[options.stop] if isinstance(options.stop, str) else list(options.stop),
-        stop_token_ids=list(options.stop_token_ids),
-        request_id=options.request_id,
-        priority=options.priority,
-        logprobs=options.logprobs,
-        top_logprobs=options.top_logprobs,
-        ignore_eos=options.ignore_eos,
-    )
+    request = pb.GenerateRequest()
     if isinstance(prompt, str):
         request.text = prompt
     else:
         request.token_ids.ids.extend(int(i) for i in prompt)
         request.token_ids.SetInParent()  # an empty id list is still "ids given": the server says why it is bad
+    _fill_common(request, options)
+    return request
+
+
+def chat_request(messages: Sequence[Message], options: GenerateOptions) -> pb.ChatRequest:
+    """Build a ChatRequest from checked messages; the server checks roles, order and limits."""
+    request = pb.ChatRequest(messages=[_chat_message(m) for m in messages])
+    _fill_common(request, options)
+    return request
+
+
+def _fill_common(request: pb.GenerateRequest | pb.ChatRequest, options: GenerateOptions) -> None:
+    """The fields that GenerateRequest and ChatRequest share, under the same names."""
+    request.stop.extend([options.stop] if isinstance(options.stop, str) else list(options.stop))
+    request.stop_token_ids.extend(options.stop_token_ids)
+    request.request_id = options.request_id
+    request.priority = options.priority
+    request.logprobs = options.logprobs
+    request.top_logprobs = options.top_logprobs
+    request.ignore_eos = options.ignore_eos
     if options.max_new_tokens is not None:
         request.max_new_tokens = options.max_new_tokens
     sampling = request.sampling
-    if options.temperature is not None:
-        sampling.temperature = options.temperature
-    if options.top_p is not None:
-        sampling.top_p = options.top_p
-    if options.top_k is not None:
-        sampling.top_k = options.top_k
-    if options.repetition_penalty is not None:
-        sampling.repetition_penalty = options.repetition_penalty
-    if options.seed is not None:
-        sampling.seed = options.seed
-    return request
+    for name in _SAMPLING_FIELDS:
+        value = getattr(options, name)
+        if value is not None:  # unset stays unset: the server's default applies
+            setattr(sampling, name, value)
+
+
+_SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
+
+
+_ROLES = {
+    Role.SYSTEM: pb.CHAT_ROLE_SYSTEM,
+    Role.USER: pb.CHAT_ROLE_USER,
+    Role.ASSISTANT: pb.CHAT_ROLE_ASSISTANT,
+    Role.TOOL: pb.CHAT_ROLE_TOOL,
+}
+
+
+def _chat_message(message: Message) -> pb.ChatMessage:
+    return pb.ChatMessage(role=_ROLES[message.role], content=[_content_part(part) for part in message.content])
+
+
+def _content_part(part: TextPart | ImagePart) -> pb.ContentPart:
+    if isinstance(part, TextPart):
+        return pb.ContentPart(text=part.text)
+    if part.data:
+        return pb.ContentPart(image=pb.Image(data=part.data, mime_type=part.mime_type))
+    return pb.ContentPart(image=pb.Image(url=part.url))
 
 
 def finish_reason(value: int) -> FinishReason:
@@ -114,7 +156,7 @@ def _logprob(message: pb.TokenLogprob) -> TokenLogprob:
     return TokenLogprob(token_id=message.token_id, logprob=message.logprob, top_logprobs=top)
 
 
-def event(message: pb.GenerateResponse) -> GenerateEvent | None:
+def event(message: pb.GenerateResponse | pb.ChatResponse) -> GenerateEvent | None:
     """The value type of one stream message; None for a kind this SDK does not know (a newer server)."""
     kind = message.WhichOneof("kind")
     if kind == "chunk":
@@ -186,4 +228,7 @@ def model_info(message: pb.ModelInfo) -> ModelInfo:
         max_new_tokens_limit=message.max_new_tokens_limit,
         auth_enabled=message.auth_enabled,
         warnings=tuple(message.warnings),
+        supports_chat=message.supports_chat,
+        supports_images=message.supports_images,
+        max_images_per_request=message.max_images_per_request,
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -11,8 +12,10 @@ from grpc_health.v1 import health_pb2
 
 from autoglm_client import _convert
 from autoglm_client._base import UNSET, ClientBase, health_failure, health_status, incomplete_stream
+from autoglm_client._metadata import Metadata
 from autoglm_client.channel import Connection
 from autoglm_client.errors import from_rpc_error
+from autoglm_client.messages import Message
 from autoglm_client.types import Finished, GenerateEvent, GenerationResult, HealthStatus, ModelInfo
 from autoglm_client.v1 import generation_pb2 as pb
 
@@ -29,9 +32,13 @@ class AsyncClient(ClientBase[grpc.aio.Channel, AsyncGenerator[GenerateEvent, Non
         return connection.aio_channel()
 
     async def _stream(
-        self, request: pb.GenerateRequest, deadline_s: float | None
+        self,
+        method: Callable[..., Any],
+        request: pb.GenerateRequest | pb.ChatRequest,
+        deadline_s: float | None,
+        metadata: Metadata | None,
     ) -> AsyncGenerator[GenerateEvent, None]:
-        call = self._stub.Generate(request, timeout=deadline_s, metadata=self._connection.metadata())
+        call = method(request, timeout=deadline_s, metadata=metadata)
         finished = False
         try:
             async for message in call:
@@ -49,7 +56,7 @@ class AsyncClient(ClientBase[grpc.aio.Channel, AsyncGenerator[GenerateEvent, Non
     async def _unary(self, method: Callable[..., Any], request: Any, deadline_s: float | None) -> Any:
         """One unary call with the client's metadata; gRPC errors become AutoglmError."""
         try:
-            return await method(request, timeout=deadline_s, metadata=self._connection.metadata())
+            return await method(request, timeout=deadline_s, metadata=self._metadata())
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
 
@@ -57,9 +64,20 @@ class AsyncClient(ClientBase[grpc.aio.Channel, AsyncGenerator[GenerateEvent, Non
         self, prompt: str | Sequence[int], **kwargs: Unpack[_convert.GenerateKwargs]
     ) -> GenerationResult:
         """Generate and return the whole output (same arguments as `generate`)."""
+        return await self._collect(self.generate(prompt, **kwargs))
+
+    async def chat_text(
+        self, messages: Sequence[Message | Mapping[str, Any]], **kwargs: Unpack[_convert.GenerateKwargs]
+    ) -> GenerationResult:
+        """Chat and return the whole reply (same arguments as `chat`)."""
+        return await self._collect(self.chat(messages, **kwargs))
+
+    @staticmethod
+    async def _collect(events: AsyncGenerator[GenerateEvent, None]) -> GenerationResult:
         builder = _convert.ResultBuilder()
-        async for item in self.generate(prompt, **kwargs):
-            builder.add(item)
+        async with contextlib.aclosing(events):  # an error mid-stream cancels the call at once
+            async for item in events:
+                builder.add(item)
         result = builder.result()
         if result is None:
             raise incomplete_stream()

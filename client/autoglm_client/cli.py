@@ -1,4 +1,4 @@
-"""The `autoglm` command line: generate, info, tokenize, health and bench against a daemon.
+"""The `autoglm` command line: generate, chat, info, tokenize, health and bench against a daemon.
 
 Every command takes the connection flags (--target, --timeout, TLS, token); AUTOGLM_TARGET and
 AUTOGLM_TOKEN supply defaults. A failed call prints one line with its status code and exits 1.
@@ -15,12 +15,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from autoglm_client import cli_bench
+from autoglm_client import cli_bench, cli_generate
 from autoglm_client.channel import DEFAULT_TARGET, TlsConfig
 from autoglm_client.client import Client
 from autoglm_client.errors import AutoglmError
 from autoglm_client.tokens import FileToken, StaticToken, TokenError, TokenProvider
-from autoglm_client.types import Chunk, Finished, HealthStatus, Started
+from autoglm_client.types import HealthStatus
 
 EXIT_ERROR = 1
 EXIT_NOT_SERVING = 3  # `autoglm health` when the service answers but is not SERVING
@@ -56,22 +56,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     parser = argparse.ArgumentParser(prog="autoglm", description="Talk to an autoglm-serve daemon.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    generate = commands.add_parser(
-        "generate", parents=[connection], help="stream generated text to stdout", description="Stream text."
-    )
-    generate.add_argument("prompt", help="the prompt text")
-    generate.add_argument("--max-new-tokens", type=int, help="most tokens to generate (server default)")
-    generate.add_argument("--temperature", type=float, help="sampling temperature; 0 or unset is greedy")
-    generate.add_argument("--top-p", type=float, help="nucleus sampling cut, in (0, 1]")
-    generate.add_argument("--top-k", type=int, help="keep the k most likely tokens; 0 is no cut")
-    generate.add_argument("--repetition-penalty", type=float, help="penalty for repeated tokens, > 0")
-    generate.add_argument("--seed", type=int, help="seed for reproducible sampling")
-    generate.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    generate.add_argument("--stop-token-id", type=int, action="append", default=[], help="stop token id (repeatable)")
-    generate.add_argument("--request-id", default="", help="request id for logs and traces")
-    generate.add_argument("--priority", type=int, default=0, help="scheduling priority, higher first")
-    generate.add_argument("--ignore-eos", action="store_true", help="generate past end-of-sequence tokens")
-    generate.add_argument("--json", action="store_true", help="print one JSON object per stream event")
+    cli_generate.add_parsers(commands, connection)
 
     info = commands.add_parser("info", parents=[connection], help="describe the served model")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -108,43 +93,6 @@ def token_provider(args: argparse.Namespace) -> TokenProvider | None:
     return None
 
 
-def _run_generate(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    events = client.generate(
-        args.prompt,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-        stop=args.stop,
-        stop_token_ids=args.stop_token_id,
-        request_id=args.request_id,
-        priority=args.priority,
-        ignore_eos=args.ignore_eos,
-    )
-    request_id, ended_with_newline = "", True
-    for item in events:
-        if args.json:
-            out.write(json.dumps({"type": type(item).__name__.lower(), **dataclasses.asdict(item)}) + "\n")
-        elif isinstance(item, Chunk) and item.text:
-            out.write(item.text)
-            ended_with_newline = item.text.endswith("\n")
-        if isinstance(item, Started):
-            request_id = item.request_id
-        elif isinstance(item, Finished) and not args.json:
-            if not ended_with_newline:
-                out.write("\n")
-            usage = item.usage
-            err.write(
-                f"[finish_reason={item.finish_reason} prompt_tokens={usage.prompt_tokens} "
-                f"completion_tokens={usage.completion_tokens} "
-                f"ttft_ms={usage.time_to_first_token_ms:.1f} request_id={request_id}]\n"
-            )
-        out.flush()  # show each chunk as it arrives
-    return 0
-
-
 def _run_info(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     info = dataclasses.asdict(client.model_info())
     if args.json:
@@ -176,7 +124,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return asyncio.run(cli_bench.run(args, tls, provider, out, err))
     with Client(args.target, tls=tls, token_provider=provider, timeout=args.timeout) as client:
         if args.command == "generate":
-            return _run_generate(client, args, out, err)
+            return cli_generate.run_generate(client, args, out, err)
+        if args.command == "chat":
+            return cli_generate.run_chat(client, args, out, err)
         if args.command == "info":
             return _run_info(client, args, out)
         if args.command == "tokenize":

@@ -82,12 +82,12 @@ class Finished:
 
 
 GenerateEvent = Started | Chunk | Finished
-"""What `generate()` yields: one Started, then Chunks, then one Finished."""
+"""What `generate()` and `chat()` yield: one Started, then Chunks, then one Finished."""
 
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """The whole output of one request, as `generate_text()` returns it."""
+    """The whole output of one request, as `generate_text()` and `chat_text()` return it."""
 
     text: str
     token_ids: tuple[int, ...]
@@ -115,3 +115,6 @@ class ModelInfo:
     max_new_tokens_limit: int
     auth_enabled: bool
     warnings: tuple[str, ...]
+    supports_chat: bool = False
+    supports_images: bool = False
+    max_images_per_request: int = 0

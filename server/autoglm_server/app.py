@@ -22,7 +22,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 
 from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
-from autoglm_server import convert, names
+from autoglm_server import names
 from autoglm_server.admin_http import AdminServer
 from autoglm_server.auth.context import current_principal
 from autoglm_server.auth.setup import AuthRuntime, build_auth
@@ -32,11 +32,16 @@ from autoglm_server.decode_guard import DecodeGuardInterceptor
 from autoglm_server.engine.protocol import Engine
 from autoglm_server.engine.types import ANONYMOUS_TENANT
 from autoglm_server.errors import StartupError
+from autoglm_server.frontends.openai.routes import FrontendConfig, OpenAIFrontend
+from autoglm_server.frontends.openai.server import HttpServer
 from autoglm_server.health import HealthReporter
 from autoglm_server.lifecycle import Phase, ServingState
 from autoglm_server.observability.metrics import Metrics
 from autoglm_server.observability.setup import build_observability
 from autoglm_server.service import GenerationServicer
+from autoglm_server.serving.image_limits import ImageLimits
+from autoglm_server.serving.pipeline import ServingPipeline
+from autoglm_server.serving.validate import RequestLimits
 from autoglm_server.tls import TlsConfigError, server_credentials
 
 logger = logging.getLogger(__name__)
@@ -106,6 +111,8 @@ class Daemon:
         self._signals = 0
         self._server: grpc.aio.Server | None = None
         self._admin: AdminServer | None = None
+        self._http: HttpServer | None = None
+        self.http_port = 0
         self._readiness_task: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.grpc_port = 0
@@ -115,6 +122,18 @@ class Daemon:
         )
         if self._auth is not None and self._obs.metrics is not None:
             _bind_auth_metrics(self._auth, self._obs.metrics)
+        self._pipeline = ServingPipeline(
+            engine,
+            self._state,
+            limits=RequestLimits(
+                max_new_tokens_limit=settings.max_new_tokens_limit,
+                default_max_new_tokens=settings.default_max_new_tokens,
+                max_stop_strings=settings.max_stop_strings,
+                max_stop_string_bytes=settings.max_stop_string_bytes,
+            ),
+            image_limits=ImageLimits.from_settings(settings),
+            observers=self._obs.observers,
+        )
 
     async def run(self) -> int:
         """Serve until a signal or an engine failure; return the process exit code."""
@@ -145,6 +164,7 @@ class Daemon:
         self._server = self._build_server()
         self.grpc_port = self._bind(self._server)
         await self._server.start()
+        await self._start_http()
         admin_port = self._start_admin()
         self._write_port_file(admin_port)
         if self._auth is not None:
@@ -172,19 +192,10 @@ class Daemon:
         # Innermost: a request that does not parse is the caller's error (INVALID_ARGUMENT).
         interceptors.append(DecodeGuardInterceptor())
         server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
-        limits = convert.RequestLimits(
-            max_new_tokens_limit=settings.max_new_tokens_limit,
-            default_max_new_tokens=settings.default_max_new_tokens,
-            max_stop_strings=settings.max_stop_strings,
-            max_stop_string_bytes=settings.max_stop_string_bytes,
-        )
         servicer = GenerationServicer(
-            self._engine,
-            self._state,
-            limits=limits,
+            self._pipeline,
             model_version=settings.model_version,
             auth_enabled=settings.auth == "enabled",
-            observers=self._obs.observers,
             tenant_lookup=_tenant,
         )
         pb_grpc.add_GenerationServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
@@ -214,6 +225,35 @@ class Daemon:
             raise StartupError(f"cannot listen on {address} (address in use or not local)")
         return int(port)
 
+    async def _start_http(self) -> None:
+        settings = self._settings
+        if not settings.http_listen:
+            return
+        host, port = split_host_port(settings.http_listen)
+        auth = None
+        if self._auth is not None:
+            auth = self._auth.http
+            metrics = self._obs.metrics
+            if metrics is not None:
+                auth.on_failure = lambda reason: metrics.auth_failure(reason, "http")
+        frontend = OpenAIFrontend(
+            self._pipeline,
+            FrontendConfig(
+                served_model_name=settings.served_model_name,
+                max_request_bytes=settings.max_request_bytes,
+                scope_generate=settings.scope_generate,
+                scope_models_read=settings.scope_models_read,
+                access_log=settings.access_log,
+            ),
+            ready=self._ready,
+            auth=auth,
+            metrics=self._obs.metrics,
+            tracer=self._obs.tracing.tracer,
+        )
+        self._http = HttpServer(frontend.app(), host, port, grace_s=CUT_GRACE_S)
+        self.http_port = self._http.port
+        await self._http.start()
+
     def _start_admin(self) -> int:
         if not self._settings.admin_listen:
             return 0
@@ -236,7 +276,8 @@ class Daemon:
             return
         path = Path(self._settings.port_file)
         staging = path.with_suffix(path.suffix + ".tmp")
-        staging.write_text(json.dumps({"grpc_port": self.grpc_port, "admin_port": admin_port, "pid": os.getpid()}))
+        ports = {"grpc_port": self.grpc_port, "http_port": self.http_port, "admin_port": admin_port}
+        staging.write_text(json.dumps({**ports, "pid": os.getpid()}))
         staging.replace(path)
 
     def _ready(self) -> bool:
@@ -278,6 +319,8 @@ class Daemon:
             await self._health.set(live=False, ready=False)
         if self._server is not None:
             await self._server.stop(CUT_GRACE_S)
+        if self._http is not None:
+            await self._http.stop()
         self._state.phase = Phase.STOPPED
         await self._engine.shutdown()
         if self._auth is not None:

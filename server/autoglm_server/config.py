@@ -18,7 +18,9 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 from autoglm_server import names
 from autoglm_server.auth.settings import AuthSettings
 from autoglm_server.engine.settings import EngineSettings
+from autoglm_server.frontends.openai.settings import HttpSettings
 from autoglm_server.observability.settings import ObservabilitySettings
+from autoglm_server.serving.image_settings import ImageSettings
 
 
 class ServerSettings(BaseModel):
@@ -35,7 +37,9 @@ class ServerSettings(BaseModel):
     drain_timeout: float = Field(
         names.DEFAULT_DRAIN_TIMEOUT_S, ge=0, description="seconds in-flight streams may run on after SIGTERM"
     )
-    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request message accepted")
+    max_message_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="largest gRPC request message accepted (a Chat with its images)"
+    )
     max_metadata_bytes: int = Field(16 * 1024, ge=1024, description="largest request metadata accepted")
     max_concurrent_streams: int = Field(1024, ge=1, description="HTTP/2 streams per connection")
     max_connection_age: float = Field(
@@ -53,7 +57,9 @@ class ServerSettings(BaseModel):
 
 
 # Bases in reverse order of appearance in --help: pydantic lists the last base's fields first.
-class Settings(ObservabilitySettings, AuthSettings, EngineSettings, ServerSettings, BaseSettings):
+class Settings(
+    ObservabilitySettings, AuthSettings, ImageSettings, EngineSettings, HttpSettings, ServerSettings, BaseSettings
+):
     """Run the autoglm-serve daemon.
 
     Every flag can also be set through an environment variable named AUTOGLM_ and the flag in upper

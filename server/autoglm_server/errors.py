@@ -2,7 +2,8 @@
 
     AutoglmError                      base; never raised itself
     ├── InvalidRequestError           INVALID_ARGUMENT  the request breaks a documented rule
-    │   └── RequestTooLargeError      INVALID_ARGUMENT  could never fit the engine's limits
+    │   ├── RequestTooLargeError      INVALID_ARGUMENT  could never fit the engine's limits
+    │   └── PayloadTooLargeError      INVALID_ARGUMENT  over a byte/pixel/count cap (HTTP 413)
     ├── AuthenticationError           UNAUTHENTICATED   missing or bad credentials (says which check)
     ├── PermissionDeniedError         PERMISSION_DENIED valid token without the needed scope
     ├── OverloadedError               RESOURCE_EXHAUSTED admission limits hit now; carries RetryInfo
@@ -44,6 +45,13 @@ class InvalidRequestError(AutoglmError):
 
 class RequestTooLargeError(InvalidRequestError):
     """The request could never be admitted, whatever the load."""
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """Part of the request is over a size cap (bytes of an image, pixels, image count, body size).
+
+    INVALID_ARGUMENT over gRPC like any bad field; the HTTP front door answers 413.
+    """
 
 
 class AuthenticationError(AutoglmError):

@@ -1,30 +1,30 @@
-"""The GenerationService servicer: validate -> engine -> convert. Thin, no torch."""
+"""The gRPC front door: GenerationService over the shared serving pipeline. Thin, no torch.
+
+Each method turns its protobuf request into specs (convert.py), hands them to the pipeline
+(serving/pipeline.py: admission, validation, rendering, engine, observability, drain) and relays
+the deltas back as protobuf; an AutoglmError becomes its gRPC status (status.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 
 from autoglm_client.v1 import generation_pb2 as pb
 from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
-from autoglm_server import convert, status
-from autoglm_server.engine.protocol import Engine
-from autoglm_server.engine.types import ANONYMOUS_TENANT, FinishReason, GenerationDelta
-from autoglm_server.errors import AutoglmError, CancelledError, RequestTooLargeError, UnavailableError
-from autoglm_server.lifecycle import ServingState
-from autoglm_server.observability.hooks import ObserverFactory, RequestObserver, noop_observer_factory
-
-logger = logging.getLogger(__name__)
-
-# Texts up to this many characters are tokenized on the event loop (microseconds); longer ones in a thread.
-INLINE_TOKENIZE_CHARS = 2048
+from autoglm_server import convert, names, status
+from autoglm_server.engine.types import ANONYMOUS_TENANT, GenerationDelta
+from autoglm_server.errors import AutoglmError
+from autoglm_server.serving.pipeline import Call, Generation, ServingPipeline
+from autoglm_server.serving.validate import CallContext
 
 # Who made the call (tenant used for fair share); the auth layer supplies it once enabled.
 TenantLookup = Callable[[], str]
+Response = TypeVar("Response", pb.GenerateResponse, pb.ChatResponse)
+MAX_SESSION_ID_CHARS = 128
 
 
 def _anonymous() -> str:
@@ -32,102 +32,78 @@ def _anonymous() -> str:
 
 
 class GenerationServicer(pb_grpc.GenerationServiceServicer):
-    """Serves autoglm.v1.GenerationService over an Engine."""
+    """Serves autoglm.v1.GenerationService over a ServingPipeline."""
 
     def __init__(
         self,
-        engine: Engine,
-        state: ServingState,
+        pipeline: ServingPipeline,
         *,
-        limits: convert.RequestLimits,
         model_version: str,
         auth_enabled: bool,
-        observers: ObserverFactory = noop_observer_factory,
         tenant_lookup: TenantLookup = _anonymous,
     ) -> None:
-        self._engine = engine
-        self._state = state
-        self._limits = limits
+        self._pipeline = pipeline
         self._model_version = model_version
         self._auth_enabled = auth_enabled
-        self._observers = observers
         self._tenant_lookup = tenant_lookup
+
+    def _call(self, method: str, context: grpc.aio.ServicerContext) -> Call:
+        call = CallContext(tenant=self._tenant_lookup(), deadline=_deadline(context), session_id=_session_id(context))
+        return Call(method=method, protocol="grpc", names=convert.GRPC_FIELDS, context=call)
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
-        observer = self._observers("Generate")
+        call = self._call("Generate", context)
+
+        async def start() -> Generation:
+            prompt = self._pipeline.converted(call, lambda: convert.prompt_spec(request))
+            return await self._pipeline.generate(prompt, convert.options_spec(request), call)
+
+        async for message in self._stream(start, context, pb.GenerateResponse):
+            yield message
+
+    async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ChatResponse]:
+        call = self._call("Chat", context)
+
+        async def start() -> Generation:
+            messages = self._pipeline.converted(call, lambda: convert.message_specs(request))
+            return await self._pipeline.chat(messages, convert.options_spec(request), call)
+
+        async for message in self._stream(start, context, pb.ChatResponse):
+            yield message
+
+    async def _stream(
+        self,
+        start: Callable[[], Awaitable[Generation]],
+        context: grpc.aio.ServicerContext,
+        response: type[Response],
+    ) -> AsyncIterator[Response]:
         try:
-            self._state.check_admission()
-            prompt_ids = await self._tokenize_prompt(request)
-            domain = convert.to_generation_request(
-                request,
-                model=self._engine.model,
-                limits=self._limits,
-                tokenize=lambda _text: prompt_ids,
-                call=convert.CallContext(tenant=self._tenant_lookup(), deadline=_deadline(context)),
-            )
-            # Again: a drain may have begun while a long prompt was tokenized in a thread, and a
-            # stream admitted after the drain counted its in-flight streams would be cut off.
-            self._state.check_admission()
-            stream = await self._engine.submit(domain)
+            generation = await start()
         except AutoglmError as error:
-            observer.on_rejected(_reason(error))
             await status.abort(context, status.to_grpc_status(error))
             return
         except Exception as error:
-            observer.on_rejected("internal")
             await status.abort(context, status.internal_status(error))
             return
-        observer.on_admitted(domain, prompt_text=request.text)
-        self._state.stream_started(domain.request_id)
         try:
-            yield convert.started_message(domain, self._engine.model)
-            async for delta in self._relay(stream, observer):
-                yield delta
+            yield response(started=convert.started(generation.request, self._pipeline.model))
+            async for delta in generation:
+                for message in _messages(delta, response):
+                    yield message
         except AutoglmError as error:
-            observer.on_rejected(_reason(error))
             await status.abort(context, status.to_grpc_status(error))
-        except asyncio.CancelledError:
-            observer.on_rejected("cancelled")
-            raise
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            observer.on_rejected("internal")
             await status.abort(context, status.internal_status(error))
         finally:
-            # Close this stream (which aborts it if unfinished), never abort by request_id: by now
-            # another call may have reused the id, and it is not ours to cancel.
-            await _close(stream)
-            self._state.stream_ended(domain.request_id)
-
-    async def _relay(
-        self, stream: AsyncIterator[GenerationDelta], observer: RequestObserver
-    ) -> AsyncIterator[pb.GenerateResponse]:
-        try:
-            async for delta in stream:
-                if delta.finish_reason is FinishReason.CANCELLED and self._state.drain_expired:
-                    raise _drain_cut()
-                if delta.text or delta.token_ids:
-                    observer.on_tokens(delta)
-                    yield convert.chunk_message(delta)
-                if delta.finished:
-                    observer.on_finished(delta)
-                    yield convert.finished_message(delta)
-                    return
-        except CancelledError:
-            if self._state.drain_expired:
-                raise _drain_cut() from None
-            raise
-        finally:
-            await _close(stream)
+            await generation.close()
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         try:
-            self._state.check_admission()
-            convert.check_text_size("text", request.text, self._engine.model)
-            ids = await self._tokenize(request.text, request.add_special_tokens)
+            ids = await self._pipeline.tokenize(request.text, request.add_special_tokens, convert.GRPC_FIELDS)
         except AutoglmError as error:
             await status.abort(context, status.to_grpc_status(error))
             raise  # unreachable: abort raises
@@ -136,38 +112,30 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
             raise  # unreachable: abort raises
         return pb.TokenizeResponse(token_ids=ids, count=len(ids))
 
-    async def _tokenize_prompt(self, request: pb.GenerateRequest) -> list[int]:
-        """The ids of a text prompt (checked for size first); [] for a token-id prompt."""
-        if request.WhichOneof("prompt") != "text" or not request.text:
-            return []
-        convert.check_text_size("text", request.text, self._engine.model)
-        return await self._tokenize(request.text, True)
-
-    async def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
-        # A long text takes milliseconds to tokenize: off the event loop, so other streams go on.
-        if len(text) <= INLINE_TOKENIZE_CHARS:
-            return self._engine.tokenize(text, add_special_tokens)
-        return await asyncio.to_thread(self._engine.tokenize, text, add_special_tokens)
-
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
+        pipeline = self._pipeline
         try:
-            self._state.check_admission()
+            pipeline.state.check_admission()
         except AutoglmError as error:
             await status.abort(context, status.to_grpc_status(error))
         return convert.model_info_message(
-            self._engine.model,
+            pipeline.model,
             model_version=self._model_version,
-            max_new_tokens_limit=self._limits.max_new_tokens_limit,
+            max_new_tokens_limit=pipeline.limits.max_new_tokens_limit,
             auth_enabled=self._auth_enabled,
+            max_images_per_request=pipeline.image_limits.max_images_per_request,
         )
 
 
-async def _close(stream: AsyncIterator[GenerationDelta]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
+def _messages(delta: GenerationDelta, response: type[Response]) -> list[Response]:
+    out = []
+    if delta.text or delta.token_ids:
+        out.append(response(chunk=convert.chunk(delta)))
+    if delta.finished:
+        out.append(response(finished=convert.finished(delta)))
+    return out
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -177,14 +145,8 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return time.monotonic() + max(float(remaining), 0.0)
 
 
-def _drain_cut() -> UnavailableError:
-    return UnavailableError("the server shut down before this stream finished (drain timeout reached)")
-
-
-def _reason(error: AutoglmError) -> str:
-    if isinstance(error, RequestTooLargeError):
-        return "too_long"
-    reason = getattr(error, "reason", None)
-    if isinstance(reason, str) and reason.replace("_", "").isalpha():
-        return reason
-    return str(error.code.name).lower()
+def _session_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == names.SESSION_HEADER and isinstance(value, str):
+            return value[:MAX_SESSION_ID_CHARS] if value.isprintable() else ""
+    return ""

@@ -2,8 +2,10 @@
 
 It speaks the real autoglm.v1 protocol on 127.0.0.1 port 0, without torch: each generated token
 is `(last prompt id + step) % vocab`, and its text is `<id>` followed by a space. Prompts named in
-ERRORS fail with that status (RESOURCE_EXHAUSTED carries a google.rpc.RetryInfo). Every call's
-metadata is recorded, so tests can see the bearer token and the trace context that arrived.
+ERRORS fail with that status (RESOURCE_EXHAUSTED carries a google.rpc.RetryInfo). Chat takes the
+UTF-8 bytes of every text part, joined, as its prompt ids (images add none) and answers as Generate
+does; each ChatRequest is kept as it arrived. Every call's metadata is recorded, so tests can see the
+bearer token, the trace context and the session that arrived.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Recorder:
     metadata: list[dict[str, str]] = field(default_factory=list)
     cancelled: int = 0
     generate_calls: int = 0
+    chat_requests: list[pb.ChatRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, context: grpc.ServicerContext) -> None:
@@ -72,8 +75,26 @@ class ScriptedService(generation_pb2_grpc.GenerationServiceServicer):
         if request.WhichOneof("prompt") == "text" and request.text in ERRORS:
             _abort(context, *ERRORS[request.text])
         ids = list(request.token_ids.ids) if request.HasField("token_ids") else list(request.text.encode())
+        yield from self._reply(pb.GenerateResponse, ids, request, context)
+
+    def Chat(self, request: pb.ChatRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        self._recorder.record(context)
+        with self._recorder.lock:
+            self._recorder.chat_requests.append(request)
+        texts = [part.text for message in request.messages for part in message.content if part.HasField("text")]
+        if texts and texts[-1] in ERRORS:
+            _abort(context, *ERRORS[texts[-1]])
+        yield from self._reply(pb.ChatResponse, list("".join(texts).encode()), request, context)
+
+    def _reply(
+        self,
+        response: type[pb.GenerateResponse] | type[pb.ChatResponse],
+        ids: list[int],
+        request: pb.GenerateRequest | pb.ChatRequest,
+        context: grpc.ServicerContext,
+    ) -> Iterator[Any]:
         count = request.max_new_tokens if request.HasField("max_new_tokens") else 8
-        yield pb.GenerateResponse(
+        yield response(
             started=pb.GenerateStarted(
                 request_id=request.request_id or "req-1", prompt_tokens=len(ids), model_id=MODEL_ID
             )
@@ -92,11 +113,11 @@ class ScriptedService(generation_pb2_grpc.GenerationServiceServicer):
             chunk = pb.TokenChunk(text=f"{token} ", token_ids=[token])
             if request.logprobs:
                 chunk.logprobs.append(pb.TokenLogprob(token_id=token, logprob=-0.5))
-            yield pb.GenerateResponse(chunk=chunk)
+            yield response(chunk=chunk)
             time.sleep(self._delay)
         usage = pb.Usage(prompt_tokens=len(ids), completion_tokens=count, queue_time_ms=0.1, time_to_first_token_ms=1.0)
         done.set()
-        yield pb.GenerateResponse(finished=pb.GenerateFinished(finish_reason=pb.FINISH_REASON_LENGTH, usage=usage))
+        yield response(finished=pb.GenerateFinished(finish_reason=pb.FINISH_REASON_LENGTH, usage=usage))
 
     def Tokenize(self, request: pb.TokenizeRequest, context: grpc.ServicerContext) -> pb.TokenizeResponse:
         self._recorder.record(context)
@@ -115,6 +136,9 @@ class ScriptedService(generation_pb2_grpc.GenerationServiceServicer):
             dtype="float32",
             device="cpu",
             warnings=["scripted"],
+            supports_chat=True,
+            supports_images=True,
+            max_images_per_request=4,
         )
         return pb.GetModelInfoResponse(model_info=info)
 

@@ -1,4 +1,4 @@
-"""The package surface: a complete, importable __all__, and an SDK that works without torch."""
+"""The package surface: a complete, importable __all__, and an SDK that works without torch or Pillow."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 import autoglm_client
-from autoglm_client import AsyncClient, Client, _convert, errors, tokens, types
+from autoglm_client import AsyncClient, Client, _convert, errors, messages, tokens, types
 from tests.client.scripted_server import ScriptedServer
 
 
@@ -34,16 +34,22 @@ def test_all_names_resolve_and_star_import_works() -> None:
     assert len(autoglm_client.__all__) == len(set(autoglm_client.__all__))
 
 
-@pytest.mark.parametrize("module", [errors, types, tokens])
+@pytest.mark.parametrize("module", [errors, types, tokens, messages])
 def test_all_exports_every_error_value_type_and_token_provider(module: ModuleType) -> None:
     missing = _public_classes(module) - set(autoglm_client.__all__)
     assert not missing, f"{module.__name__} defines public classes missing from __all__: {sorted(missing)}"
 
 
 def test_all_exports_the_clients_and_connection_types() -> None:
-    assert {"Client", "AsyncClient", "TlsConfig", "RetryPolicy", "GenerateEvent", "TokenProvider"} <= set(
-        autoglm_client.__all__
-    )
+    assert {
+        "Client",
+        "AsyncClient",
+        "TlsConfig",
+        "RetryPolicy",
+        "GenerateEvent",
+        "TokenProvider",
+        "ContentPart",
+    } <= set(autoglm_client.__all__)
 
 
 def test_every_error_class_derives_from_the_base() -> None:
@@ -52,14 +58,19 @@ def test_every_error_class_derives_from_the_base() -> None:
 
 
 def test_generate_keyword_lists_stay_in_step() -> None:
-    # generate()'s arguments are spelled out three times (signature, GenerateOptions, GenerateKwargs)
-    # so that each is typed; this keeps a new argument from being added to only one of them.
+    # The arguments of generate() and chat() are spelled out four times (two signatures,
+    # GenerateOptions, GenerateKwargs) so that each is typed; this keeps a new argument from being
+    # added to only some of them. timeout and session_id are call options, not request fields.
     arguments = set(inspect.signature(Client.generate).parameters) - {"self", "prompt"}
+    assert set(inspect.signature(Client.chat).parameters) - {"self", "messages"} == arguments
     assert set(_convert.GenerateKwargs.__optional_keys__) == arguments
-    assert {field.name for field in dataclasses.fields(_convert.GenerateOptions)} == arguments - {"timeout"}
+    fields = {field.name for field in dataclasses.fields(_convert.GenerateOptions)}
+    assert fields == arguments - {"timeout", "session_id"}
 
 
-@pytest.mark.parametrize("method", ["generate", "generate_text", "tokenize", "model_info", "health"])
+@pytest.mark.parametrize(
+    "method", ["generate", "generate_text", "chat", "chat_text", "tokenize", "model_info", "health", "__init__"]
+)
 def test_sync_and_async_clients_take_the_same_arguments(method: str) -> None:
     sync, asynchronous = inspect.signature(getattr(Client, method)), inspect.signature(getattr(AsyncClient, method))
     assert list(sync.parameters.values()) == list(asynchronous.parameters.values())
@@ -83,10 +94,22 @@ import autoglm_client
 from autoglm_client import Client
 from autoglm_client.cli import main
 
-with Client({target!r}, timeout=10, token_provider=lambda: "t") as client:
+from autoglm_client import ImagePart
+
+with Client({target!r}, timeout=10, token_provider=lambda: "t", session_id="s") as client:
     result = client.generate_text([1], max_new_tokens=3)
     assert result.token_ids == (2, 3, 4), result
     assert client.model_info().vocab_size > 0
+    # Images from bytes need no Pillow; only from_pil does, and says so.
+    image = ImagePart.from_bytes(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(8))
+    reply = client.chat_text([{{"role": "user", "content": [image, "A"]}}], max_new_tokens=2)
+    assert reply.token_ids == (66, 67), reply
+    try:
+        ImagePart.from_pil(object())
+    except ImportError as exc:
+        assert "Pillow" in str(exc), exc
+    else:
+        raise AssertionError("from_pil worked without Pillow")
 assert main(["tokenize", "hi", "--target", {target!r}], {{}}) == 0
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 assert not loaded, loaded
@@ -97,10 +120,10 @@ print("ok")
 @pytest.mark.parametrize(
     "blocked",
     [
-        ("torch", "transformers", "autoglm_server"),
-        ("torch", "transformers", "autoglm_server", "opentelemetry", "hvac"),
+        ("torch", "transformers", "autoglm_server", "PIL"),
+        ("torch", "transformers", "autoglm_server", "PIL", "opentelemetry", "hvac"),
     ],
-    ids=["without-torch", "without-torch-and-optional-deps"],
+    ids=["without-torch-or-pillow", "without-torch-and-optional-deps"],
 )
 def test_sdk_works_without_torch(scripted: ScriptedServer, blocked: tuple[str, ...]) -> None:
     script = textwrap.dedent(_BLOCKED_SCRIPT).format(blocked=set(blocked), target=scripted.target)

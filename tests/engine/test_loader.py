@@ -69,3 +69,50 @@ def test_hub_id_not_in_the_cache_fails_fast_with_one_clear_message(tmp_path: Pat
     assert "no-such-org/no-such-model" in out.stdout
     assert "hf download no-such-org/no-such-model" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+class _Weights:
+    """Just the parameter count of a model (meta tensors: no memory), for the thread rule."""
+
+    def __init__(self, count: int) -> None:
+        self._tensor = torch.empty(count, device="meta")
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self._tensor]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "cpus", "expected"),
+    [
+        (3_542_784, 2, 1),  # builtin:tiny on this machine: the second core is left to the event loop
+        (113_663_232, 2, 2),  # builtin:small: enough work per step for both cores
+        (113_663_232, 16, 3),  # ... and not more threads than its work pays for
+        (3_542_784, 1, 1),
+        (9_000_000_000, 16, 16),  # a 9B model takes every core
+    ],
+)
+def test_auto_torch_threads_follow_the_models_work_and_the_cpus(
+    monkeypatch: pytest.MonkeyPatch, parameters: int, cpus: int, expected: int
+) -> None:
+    monkeypatch.setattr(loader, "usable_cpus", lambda: cpus)
+    assert loader.resolve_torch_threads(0, _Weights(parameters), torch.device("cpu")) == expected
+    assert loader.resolve_torch_threads(5, _Weights(parameters), torch.device("cpu")) == 5  # the flag wins
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "250000 100000\n"}, 3),  # cgroup v2, limits.cpu 2.5 -> 3
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_a_cgroup_cpu_limit_caps_the_usable_cpus(tmp_path: Path, files: dict[str, str], expected: int | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert loader.cgroup_cpu_quota(tmp_path) == expected
+    if expected is not None:
+        assert loader.usable_cpus(tmp_path) <= expected

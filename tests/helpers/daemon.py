@@ -30,6 +30,12 @@ class Daemon:
     grpc_port: int
     admin_port: int
     log_path: Path
+    http_port: int = 0
+
+    @property
+    def http_url(self) -> str:
+        """The OpenAI-compatible API's base URL (what the openai SDK takes as base_url)."""
+        return f"http://127.0.0.1:{self.http_port}/v1"
 
     @property
     def target(self) -> str:
@@ -65,6 +71,8 @@ def daemon_command(*extra_args: str, port_file: Path) -> list[str]:
         "--listen",
         "127.0.0.1:0",
         "--admin-listen",
+        "127.0.0.1:0",
+        "--http-listen",
         "127.0.0.1:0",
         "--port-file",
         str(port_file),
@@ -113,7 +121,9 @@ def _wait_for_ports(process: subprocess.Popen[bytes], port_file: Path, log_path:
     while time.monotonic() < deadline:
         if port_file.exists():
             ports = json.loads(port_file.read_text())
-            return Daemon(process, int(ports["grpc_port"]), int(ports["admin_port"]), log_path)
+            return Daemon(
+                process, int(ports["grpc_port"]), int(ports["admin_port"]), log_path, int(ports.get("http_port", 0))
+            )
         if process.poll() is not None:
             raise RuntimeError(f"daemon exited with {process.returncode}:\n{log_path.read_text()}")
         time.sleep(0.05)

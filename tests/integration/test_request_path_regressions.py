@@ -19,6 +19,8 @@ from autoglm_server.config import Settings
 from autoglm_server.engine.async_engine import AsyncEngine
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.lifecycle import Phase, ServingState
+from autoglm_server.serving.image_limits import ImageLimits
+from autoglm_server.serving.pipeline import ServingPipeline
 from autoglm_server.service import GenerationServicer
 from tests.engine.conftest import tiny
 
@@ -28,10 +30,13 @@ LIMITS = convert.RequestLimits(
 
 
 class _Context:
-    """The two things Generate asks of its grpc.aio context here (no deadline; abort raises)."""
+    """The three things Generate asks of its grpc.aio context here (no deadline or metadata; abort raises)."""
 
     def time_remaining(self) -> float | None:
         return None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         raise AssertionError(f"aborted with {code}: {details}")
@@ -49,7 +54,8 @@ async def test_a_finished_stream_does_not_cancel_a_new_stream_that_reuses_its_id
     try:
         state = ServingState()
         state.phase = Phase.SERVING
-        servicer = GenerationServicer(engine, state, limits=LIMITS, model_version="t", auth_enabled=False)
+        pipeline = ServingPipeline(engine, state, limits=LIMITS, image_limits=ImageLimits())
+        servicer = GenerationServicer(pipeline, model_version="t", auth_enabled=False)
         first = servicer.Generate(_request("same", 2), _Context())  # type: ignore[arg-type]
         async with asyncio.timeout(10):
             messages = [message async for message in _until_finished(first)]

@@ -83,12 +83,28 @@ def test_hadolint_passes_dockerfile() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def _stages() -> dict[str, list[str]]:
+    """Stage name -> its lines, in the Dockerfile's order."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in (ln.strip() for ln in (REPO / "Dockerfile").read_text().splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.rsplit(" AS ", 1)[-1], [])
+        current.append(line)
+    return stages
+
+
 def test_dockerfile_is_multi_stage_and_non_root() -> None:
-    lines = [ln.strip() for ln in (REPO / "Dockerfile").read_text().splitlines()]
-    stages = [ln for ln in lines if ln.startswith("FROM ")]
-    assert len(stages) == 2
-    assert stages[0].endswith("AS build")
-    assert stages[1].endswith("AS runtime")
-    runtime = lines[lines.index(stages[1]) :]
-    assert any(ln.startswith("USER 10001") for ln in runtime)
-    assert not any("gcc" in ln or "build-essential" in ln for ln in runtime)
+    stages = _stages()
+    # The default target is the last stage: the CPU runtime, with no compiler.
+    assert list(stages)[-1] == "runtime"
+    assert {"build", "build-vllm", "vllm"} <= set(stages)
+    for name in ("runtime", "vllm"):
+        assert stages[name][-1].startswith("USER 10001"), name
+        assert any(ln.startswith("COPY --from=build") for ln in stages[name]), name
+    assert not any("gcc" in ln or "build-essential" in ln for ln in stages["runtime"] + stages["runtime-base"])
+    # The vLLM image installs the server with its vllm extra, the CPU one pins the CPU torch index.
+    assert any("[vllm]" in ln for ln in stages["build-vllm"])
+    assert any("TORCH_INDEX" in ln for ln in stages["build"])

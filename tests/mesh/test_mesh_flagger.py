@@ -83,3 +83,12 @@ def test_hpa_metric_has_an_adapter_rule(mesh_dir: Path, kubectl: str) -> None:
     wanted = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
     assert wanted
     assert wanted <= exposed
+
+
+def test_flagger_example_keeps_session_affinity_and_the_http_port(flagger_docs: list[render.Doc]) -> None:
+    svc = render.one(flagger_docs, "Canary")["spec"]["service"]
+    dr_like = {"kind": "DestinationRule", "metadata": {"name": "flagger", "namespace": "autoglm"}}
+    dr_like["spec"] = {"trafficPolicy": svc["trafficPolicy"]}
+    assert consistency.CHECKS["session_affinity_on_session_header"]([dr_like]) == []
+    # Without port discovery Flagger's Services would carry the gRPC port only.
+    assert svc["portDiscovery"] is True

@@ -57,7 +57,56 @@ def _missing_subset(docs: list[Doc]) -> None:
 
 
 def _wrong_probe_service(docs: list[Doc]) -> None:
-    _container(docs)["readinessProbe"]["grpc"]["service"] = "autoglm.v1.Generation"
+    _container(docs)["livenessProbe"]["grpc"]["service"] = "autoglm.v1.Generation"
+
+
+def _wrong_readiness_path(docs: list[Doc]) -> None:
+    _container(docs)["readinessProbe"]["httpGet"]["path"] = "/healthz"
+
+
+def _http_port_as_tcp(docs: list[Doc]) -> None:
+    port = next(p for p in one(docs, "Service")["spec"]["ports"] if p["name"] == "http-openai")
+    port["appProtocol"] = "tcp"
+
+
+def _http_listen_on_loopback(docs: list[Doc]) -> None:
+    env = next(e for e in _container(docs)["env"] if e["name"] == "AUTOGLM_HTTP_LISTEN")
+    env["value"] = "127.0.0.1:8000"
+
+
+def _completions_wrong_scope(docs: list[Doc]) -> None:
+    rule = next(
+        r
+        for r in one(docs, "AuthorizationPolicy")["spec"]["rules"]
+        if "/v1/chat/completions" in r["to"][0]["operation"].get("paths", [])
+    )
+    rule["when"][0]["values"] = ["models:read"]
+
+
+def _models_rule_missing(docs: list[Doc]) -> None:
+    spec = one(docs, "AuthorizationPolicy")["spec"]
+    spec["rules"] = [r for r in spec["rules"] if "/v1/models" not in r["to"][0]["operation"].get("paths", [])]
+
+
+def _network_policy_without_http(docs: list[Doc]) -> None:
+    for rule in one(docs, "NetworkPolicy")["spec"]["ingress"]:
+        rule["ports"] = [p for p in rule["ports"] if p["port"] != 8000]
+
+
+def _no_session_affinity(docs: list[Doc]) -> None:
+    one(docs, "DestinationRule")["spec"]["trafficPolicy"]["loadBalancer"] = {"simple": "LEAST_REQUEST"}
+
+
+def _route_for_one_port(docs: list[Doc]) -> None:
+    _vs(docs)["spec"]["http"][0]["match"][0]["port"] = 50051
+
+
+def _retry_on_resource_exhausted(docs: list[Doc]) -> None:
+    _vs(docs)["spec"]["http"][1]["retries"]["retryOn"] = "unavailable,503,resource-exhausted"
+
+
+def _jwt_from_other_header(docs: list[Doc]) -> None:
+    one(docs, "RequestAuthentication")["spec"]["jwtRules"][0]["fromHeaders"] = [{"name": "x-jwt"}]
 
 
 def _wrong_probe_port(docs: list[Doc]) -> None:
@@ -134,6 +183,16 @@ CASES = [
     ),
     Case("wrong probe service", _wrong_probe_service, "asks for health service 'autoglm.v1.Generation'"),
     Case("wrong probe port", _wrong_probe_port, "livenessProbe probes port 8080"),
+    Case("readiness on the wrong path", _wrong_readiness_path, "readinessProbe asks '/healthz'"),
+    Case("HTTP port seen as TCP", _http_port_as_tcp, "port 'http-openai': set appProtocol: http"),
+    Case("HTTP API on loopback only", _http_listen_on_loopback, "AUTOGLM_HTTP_LISTEN is '127.0.0.1:8000'"),
+    Case("chat allowed with the wrong scope", _completions_wrong_scope, "/v1/chat/completions must require scope"),
+    Case("no rule for /v1/models", _models_rule_missing, "no AuthorizationPolicy rule allows /v1/models"),
+    Case("NetworkPolicy closes the HTTP port", _network_policy_without_http, "no ingress rule admits API port 8000"),
+    Case("no session affinity", _no_session_affinity, "must be consistentHash on httpHeaderName 'x-autoglm-session'"),
+    Case("a route for one port only", _route_for_one_port, "is limited to port(s) [50051]"),
+    Case("retry on RESOURCE_EXHAUSTED", _retry_on_resource_exhausted, "retry only on '503,unavailable'"),
+    Case("JWT read from another header", _jwt_from_other_header, "does not read `Authorization: Bearer <JWT>`"),
     Case("PERMISSIVE where STRICT is required", _permissive_namespace, "mtls.mode is PERMISSIVE; STRICT is required"),
     Case("PERMISSIVE on the gRPC port", _permissive_grpc_port, "port 50051 is PERMISSIVE"),
     Case(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from meshcheck import k8s
 from meshcheck.render import OVERLAYS, Doc, of_kind
 from yamllint import linter
 from yamllint.config import YamlLintConfig
@@ -53,6 +54,27 @@ def test_gpu_overlay_requests_a_gpu(rendered: dict[str, list[Doc]]) -> None:
     for dep in of_kind(rendered["gpu"], "Deployment"):
         res = dep["spec"]["template"]["spec"]["containers"][0]["resources"]
         assert res["limits"]["nvidia.com/gpu"] == "1", dep["metadata"]["name"]
-        assert "-cuda" in dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert res["requests"]["nvidia.com/gpu"] == "1", dep["metadata"]["name"]
+        assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith("-vllm")
+
+
+def test_gpu_overlay_runs_vllm_on_the_model_volume(rendered: dict[str, list[Doc]]) -> None:
+    """vLLM engine, its memory share, a model directory on the mounted read-only volume, prefix caching,
+    shared memory for its workers, and a start-up window of minutes (not the CPU toy's)."""
+    for dep in of_kind(rendered["gpu"], "Deployment"):
+        c = k8s.containers(dep)[0]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["AUTOGLM_ENGINE"] == "vllm"
+        assert 0 < float(env["AUTOGLM_GPU_MEMORY_FRACTION"]) <= 0.95
+        assert env["AUTOGLM_ENABLE_PREFIX_CACHING"] == "true"
+        assert int(env["AUTOGLM_TENSOR_PARALLEL_SIZE"]) == int(c["resources"]["limits"]["nvidia.com/gpu"])
+        assert int(env["AUTOGLM_MAX_MODEL_LEN"]) > int(env["AUTOGLM_MAX_NEW_TOKENS_LIMIT"])
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        model_mount = next(path for path in mounts if env["AUTOGLM_MODEL"].startswith(path + "/"))
+        assert mounts[model_mount].get("readOnly") is True
+        assert "/dev/shm" in mounts
+        startup = c["startupProbe"]
+        window_s = startup["periodSeconds"] * startup["failureThreshold"]
+        assert 120 <= window_s <= 900, window_s
     for dep in of_kind(rendered["canary"], "Deployment"):
         assert "nvidia.com/gpu" not in dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]

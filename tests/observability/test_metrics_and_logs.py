@@ -54,22 +54,22 @@ async def test_counts_match_the_calls_made(toy: ToyServer) -> None:
     toy.metrics.key_refreshed(newest_key_created_at=1000.0, at=2000.0)
 
     found = samples(toy.metrics)
-    assert value(found, "autoglm_requests_total", method=GENERATE, code="OK") == 5
-    assert value(found, "autoglm_requests_total", method=GENERATE, code="INVALID_ARGUMENT") == 2
-    assert value(found, "autoglm_time_to_first_token_seconds_count") == 5
-    assert value(found, "autoglm_request_duration_seconds_count") == 5
-    assert value(found, "autoglm_queue_time_seconds_count") == 5
-    assert value(found, "autoglm_inter_token_latency_seconds_count") == 5 * 2
-    assert value(found, "autoglm_prompt_tokens_total") == 5 * 3
-    assert value(found, "autoglm_generated_tokens_total") == 5 * 3
-    assert value(found, "autoglm_rejections_total", reason="invalid") == 2
+    assert value(found, "autoglm_requests_total", method=GENERATE, code="OK", protocol="grpc") == 5
+    assert value(found, "autoglm_requests_total", method=GENERATE, code="INVALID_ARGUMENT", protocol="grpc") == 2
+    assert value(found, "autoglm_time_to_first_token_seconds_count", protocol="grpc") == 5
+    assert value(found, "autoglm_request_duration_seconds_count", protocol="grpc") == 5
+    assert value(found, "autoglm_queue_time_seconds_count", protocol="grpc") == 5
+    assert value(found, "autoglm_inter_token_latency_seconds_count", protocol="grpc") == 5 * 2
+    assert value(found, "autoglm_prompt_tokens_total", protocol="grpc") == 5 * 3
+    assert value(found, "autoglm_generated_tokens_total", protocol="grpc") == 5 * 3
+    assert value(found, "autoglm_rejections_total", reason="invalid", protocol="grpc") == 2
     assert value(found, "autoglm_requests_running") == 2
     assert value(found, "autoglm_requests_waiting") == 1
     assert value(found, "autoglm_token_budget_used") == 40
     assert value(found, "autoglm_token_budget_total") == 100
     assert value(found, "autoglm_batch_size_count") == 1
-    assert value(found, "autoglm_auth_failures_total", reason="expired") == 1
-    assert value(found, "autoglm_auth_failures_total", reason="other") == 1
+    assert value(found, "autoglm_auth_failures_total", reason="expired", protocol="grpc") == 1
+    assert value(found, "autoglm_auth_failures_total", reason="other", protocol="grpc") == 1
     assert value(found, "autoglm_key_last_refresh_timestamp_seconds") == 2000.0
     assert value(found, "autoglm_key_age_seconds") > 0
     assert value(found, "autoglm_build_info", revision="abc", server_version=_server_version()) == 1

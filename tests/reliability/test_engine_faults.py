@@ -1,8 +1,10 @@
 """Scenario 5: engine faults, injected through the runner's seam (tests/helpers/faulty_daemon.py).
 
 An out-of-memory error in a step fails only that step's requests, with RESOURCE_EXHAUSTED and a
-RetryInfo; the engine carries on and frees everything. A fatal error makes the daemon stop serving
-and exit non-zero within a bounded time.
+RetryInfo; the engine carries on and frees everything. The same holds when the KV cache runs out of
+memory while merging a joining request into the batch (only the joiner fails) or while dropping a
+finished row (the rows left in that batch fail). A fatal error makes the daemon stop serving and
+exit non-zero within a bounded time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ EXPECT = {
     "bystander": Expectation(codes("OK")),
     "after": Expectation(codes("OK")),
     "doomed": Expectation(codes("INTERNAL", "UNAVAILABLE")),
+    "merge_victim": Expectation(codes("RESOURCE_EXHAUSTED")),
+    "select_victim": Expectation(codes("RESOURCE_EXHAUSTED")),
+    "finisher": Expectation(codes("OK")),
 }
 
 
@@ -94,6 +99,55 @@ async def test_out_of_memory_fails_only_its_step_and_the_engine_goes_on(
     rejected = [o for o in ledger.outcomes if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
     assert all(o.retry_after_s is not None for o in rejected), "an OOM failure carries RetryInfo"
     figures.append(ledger.figures("5a engine OOM", EXPECT, mode=sizes.name, server_codes=server_codes))
+
+
+def _calls(service: Any, ledger: Ledger, label: str, names: list[str], tokens: int) -> list[asyncio.Task[Any]]:
+    return [
+        asyncio.create_task(
+            calls.run_call(service, calls.CallPlan(label, calls.request(name, tokens), timeout_s=60), ledger)
+        )
+        for name in names
+    ]
+
+
+async def test_out_of_memory_in_the_kv_merge_or_select_fails_only_that_batch(
+    sizes: Sizes, figures: list[dict[str, Any]]
+) -> None:
+    ledger = Ledger()
+    with running_faulty_daemon(*BASE_ARGS, "--max-running", "4") as (daemon, faults):
+        assert isinstance(daemon, Daemon)
+        async with calls.insecure_channel(daemon.target) as channel:
+            service = calls.stub(channel)
+            before = await quiet_snapshot(daemon)
+            for round_ in range(sizes.rounds):
+                # OOM while a joining request is merged into the running batch: the joiner alone fails.
+                first = len(ledger.opened)
+                bystanders = _calls(service, ledger, "bystander", [f"mb{round_}-{i}" for i in range(2)], TOKENS)
+                await _streaming(ledger, first, len(bystanders))
+                inject(faults, "oom merge 1")
+                await calls.run_call(
+                    service, calls.CallPlan("merge_victim", calls.request("joiner", 8), timeout_s=60), ledger
+                )
+                await asyncio.gather(*bystanders)
+                await wait_engine_idle(daemon)
+                # OOM while a finished row is dropped from the batch: the rows left in it fail.
+                first = len(ledger.opened)
+                victims = _calls(service, ledger, "select_victim", [f"sv{round_}-{i}" for i in range(3)], TOKENS)
+                await _streaming(ledger, first, len(victims))
+                inject(faults, "oom select 1")
+                await calls.run_call(
+                    service, calls.CallPlan("finisher", calls.request("finisher", 8), timeout_s=60), ledger
+                )
+                await asyncio.gather(*victims)
+                await calls.run_call(service, calls.CallPlan("after", calls.request("after", 16), timeout_s=60), ledger)
+            await wait_engine_idle(daemon)
+            server_codes = await assert_metrics_match(daemon, before, ledger)
+            assert daemon.health() == health_pb2.HealthCheckResponse.SERVING
+    ledger.verify(EXPECT)
+    rejected = [o for o in ledger.outcomes if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert rejected, "no request failed: the faults did not fire"
+    assert all(o.retry_after_s is not None for o in rejected), "an OOM failure carries RetryInfo"
+    figures.append(ledger.figures("5c KV merge/select OOM", EXPECT, mode=sizes.name, server_codes=server_codes))
 
 
 async def test_fatal_engine_error_stops_serving_and_exits_non_zero(figures: list[dict[str, Any]]) -> None:

@@ -24,45 +24,57 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"autoglm_client/v1/generation.proto\x12\nautoglm.v1\"\xbc\x02\n\x0fGenerateRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12)\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x14.autoglm.v1.TokenIdsH\x00\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.autoglm.v1.SamplingParams\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x10\n\x08logprobs\x18\t \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\n \x01(\x05\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\x42\x08\n\x06promptB\x11\n\x0f_max_new_tokens\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\xca\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"\xa5\x01\n\x10GenerateResponse\x12.\n\x07started\x18\x01 \x01(\x0b\x32\x1b.autoglm.v1.GenerateStartedH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.autoglm.v1.TokenChunkH\x00\x12\x30\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x1c.autoglm.v1.GenerateFinishedH\x00\x42\x06\n\x04kind\"N\n\x0fGenerateStarted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x05\x12\x10\n\x08model_id\x18\x03 \x01(\t\"Y\n\nTokenChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12*\n\x08logprobs\x18\x03 \x03(\x0b\x32\x18.autoglm.v1.TokenLogprob\"_\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12,\n\x0ctop_logprobs\x18\x03 \x03(\x0b\x32\x16.autoglm.v1.TopLogprob\"/\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\"{\n\x10GenerateFinished\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.autoglm.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.autoglm.v1.Usage\x12\x14\n\x0cmatched_stop\x18\x03 \x01(\t\"p\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x15\n\rqueue_time_ms\x18\x03 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x04 \x01(\x01\";\n\x0fTokenizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x02 \x01(\x08\"4\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"A\n\x14GetModelInfoResponse\x12)\n\nmodel_info\x18\x01 \x01(\x0b\x32\x15.autoglm.v1.ModelInfo\"\xa0\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1a\n\x12max_context_length\x18\x04 \x01(\x05\x12\x15\n\reos_token_ids\x18\x05 \x03(\x05\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x16\n\x0eserver_version\x18\x08 \x01(\t\x12\x12\n\nvocab_size\x18\t \x01(\x05\x12\x14\n\x0c\x61rchitecture\x18\n \x01(\t\x12\x1c\n\x14max_new_tokens_limit\x18\x0b \x01(\x05\x12\x14\n\x0c\x61uth_enabled\x18\x0c \x01(\x08\x12\x10\n\x08warnings\x18\r \x03(\t*\xe2\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x02\x12\x1c\n\x18\x46INISH_REASON_STOP_TOKEN\x10\x03\x12\x1b\n\x17\x46INISH_REASON_EOS_TOKEN\x10\x04\x12 \n\x1c\x46INISH_REASON_CONTEXT_LENGTH\x10\x05\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x06\x32\xf6\x01\n\x11GenerationService\x12G\n\x08Generate\x12\x1b.autoglm.v1.GenerateRequest\x1a\x1c.autoglm.v1.GenerateResponse0\x01\x12\x45\n\x08Tokenize\x12\x1b.autoglm.v1.TokenizeRequest\x1a\x1c.autoglm.v1.TokenizeResponse\x12Q\n\x0cGetModelInfo\x12\x1f.autoglm.v1.GetModelInfoRequest\x1a .autoglm.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"autoglm_client/v1/generation.proto\x12\nautoglm.v1\"\xbc\x02\n\x0fGenerateRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12)\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x14.autoglm.v1.TokenIdsH\x00\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.autoglm.v1.SamplingParams\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x10\n\x08logprobs\x18\t \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\n \x01(\x05\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\x42\x08\n\x06promptB\x11\n\x0f_max_new_tokens\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\xb4\x02\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\x9e\x02\n\x0b\x43hatRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.autoglm.v1.ChatMessage\x12\x1b\n\x0emax_new_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.autoglm.v1.SamplingParams\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x05 \x03(\x05\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x10\n\x08logprobs\x18\x08 \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\t \x01(\x05\x12\x12\n\nignore_eos\x18\n \x01(\x08\x42\x11\n\x0f_max_new_tokens\"[\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.autoglm.v1.ChatRole\x12(\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x17.autoglm.v1.ContentPart\"I\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\"\n\x05image\x18\x02 \x01(\x0b\x32\x11.autoglm.v1.ImageH\x00\x42\x06\n\x04part\"C\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\tB\x08\n\x06source\"\xa5\x01\n\x10GenerateResponse\x12.\n\x07started\x18\x01 \x01(\x0b\x32\x1b.autoglm.v1.GenerateStartedH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.autoglm.v1.TokenChunkH\x00\x12\x30\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x1c.autoglm.v1.GenerateFinishedH\x00\x42\x06\n\x04kind\"\xa1\x01\n\x0c\x43hatResponse\x12.\n\x07started\x18\x01 \x01(\x0b\x32\x1b.autoglm.v1.GenerateStartedH\x00\x12\'\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x16.autoglm.v1.TokenChunkH\x00\x12\x30\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x1c.autoglm.v1.GenerateFinishedH\x00\x42\x06\n\x04kind\"N\n\x0fGenerateStarted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x05\x12\x10\n\x08model_id\x18\x03 \x01(\t\"Y\n\nTokenChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12*\n\x08logprobs\x18\x03 \x03(\x0b\x32\x18.autoglm.v1.TokenLogprob\"_\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12,\n\x0ctop_logprobs\x18\x03 \x03(\x0b\x32\x16.autoglm.v1.TopLogprob\"/\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\"{\n\x10GenerateFinished\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.autoglm.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.autoglm.v1.Usage\x12\x14\n\x0cmatched_stop\x18\x03 \x01(\t\"p\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x15\n\rqueue_time_ms\x18\x03 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x04 \x01(\x01\";\n\x0fTokenizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x02 \x01(\x08\"4\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"A\n\x14GetModelInfoResponse\x12)\n\nmodel_info\x18\x01 \x01(\x0b\x32\x15.autoglm.v1.ModelInfo\"\xf0\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1a\n\x12max_context_length\x18\x04 \x01(\x05\x12\x15\n\reos_token_ids\x18\x05 \x03(\x05\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x16\n\x0eserver_version\x18\x08 \x01(\t\x12\x12\n\nvocab_size\x18\t \x01(\x05\x12\x14\n\x0c\x61rchitecture\x18\n \x01(\t\x12\x1c\n\x14max_new_tokens_limit\x18\x0b \x01(\x05\x12\x14\n\x0c\x61uth_enabled\x18\x0c \x01(\x08\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x15\n\rsupports_chat\x18\x0e \x01(\x08\x12\x17\n\x0fsupports_images\x18\x0f \x01(\x08\x12\x1e\n\x16max_images_per_request\x18\x10 \x01(\x05*|\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43HAT_ROLE_SYSTEM\x10\x01\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x02\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x03\x12\x12\n\x0e\x43HAT_ROLE_TOOL\x10\x04*\xe2\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x02\x12\x1c\n\x18\x46INISH_REASON_STOP_TOKEN\x10\x03\x12\x1b\n\x17\x46INISH_REASON_EOS_TOKEN\x10\x04\x12 \n\x1c\x46INISH_REASON_CONTEXT_LENGTH\x10\x05\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x06\x32\xb3\x02\n\x11GenerationService\x12G\n\x08Generate\x12\x1b.autoglm.v1.GenerateRequest\x1a\x1c.autoglm.v1.GenerateResponse0\x01\x12;\n\x04\x43hat\x12\x17.autoglm.v1.ChatRequest\x1a\x18.autoglm.v1.ChatResponse0\x01\x12\x45\n\x08Tokenize\x12\x1b.autoglm.v1.TokenizeRequest\x1a\x1c.autoglm.v1.TokenizeResponse\x12Q\n\x0cGetModelInfo\x12\x1f.autoglm.v1.GetModelInfoRequest\x1a .autoglm.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'autoglm_client.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1820
-  _globals['_FINISHREASON']._serialized_end=2046
+  _globals['_CHATROLE']._serialized_start=2695
+  _globals['_CHATROLE']._serialized_end=2819
+  _globals['_FINISHREASON']._serialized_start=2822
+  _globals['_FINISHREASON']._serialized_end=3048
   _globals['_GENERATEREQUEST']._serialized_start=51
   _globals['_GENERATEREQUEST']._serialized_end=367
   _globals['_TOKENIDS']._serialized_start=369
   _globals['_TOKENIDS']._serialized_end=392
   _globals['_SAMPLINGPARAMS']._serialized_start=395
-  _globals['_SAMPLINGPARAMS']._serialized_end=597
-  _globals['_GENERATERESPONSE']._serialized_start=600
-  _globals['_GENERATERESPONSE']._serialized_end=765
-  _globals['_GENERATESTARTED']._serialized_start=767
-  _globals['_GENERATESTARTED']._serialized_end=845
-  _globals['_TOKENCHUNK']._serialized_start=847
-  _globals['_TOKENCHUNK']._serialized_end=936
-  _globals['_TOKENLOGPROB']._serialized_start=938
-  _globals['_TOKENLOGPROB']._serialized_end=1033
-  _globals['_TOPLOGPROB']._serialized_start=1035
-  _globals['_TOPLOGPROB']._serialized_end=1082
-  _globals['_GENERATEFINISHED']._serialized_start=1084
-  _globals['_GENERATEFINISHED']._serialized_end=1207
-  _globals['_USAGE']._serialized_start=1209
-  _globals['_USAGE']._serialized_end=1321
-  _globals['_TOKENIZEREQUEST']._serialized_start=1323
-  _globals['_TOKENIZEREQUEST']._serialized_end=1382
-  _globals['_TOKENIZERESPONSE']._serialized_start=1384
-  _globals['_TOKENIZERESPONSE']._serialized_end=1436
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1438
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1459
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1461
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1526
-  _globals['_MODELINFO']._serialized_start=1529
-  _globals['_MODELINFO']._serialized_end=1817
-  _globals['_GENERATIONSERVICE']._serialized_start=2049
-  _globals['_GENERATIONSERVICE']._serialized_end=2295
+  _globals['_SAMPLINGPARAMS']._serialized_end=703
+  _globals['_CHATREQUEST']._serialized_start=706
+  _globals['_CHATREQUEST']._serialized_end=992
+  _globals['_CHATMESSAGE']._serialized_start=994
+  _globals['_CHATMESSAGE']._serialized_end=1085
+  _globals['_CONTENTPART']._serialized_start=1087
+  _globals['_CONTENTPART']._serialized_end=1160
+  _globals['_IMAGE']._serialized_start=1162
+  _globals['_IMAGE']._serialized_end=1229
+  _globals['_GENERATERESPONSE']._serialized_start=1232
+  _globals['_GENERATERESPONSE']._serialized_end=1397
+  _globals['_CHATRESPONSE']._serialized_start=1400
+  _globals['_CHATRESPONSE']._serialized_end=1561
+  _globals['_GENERATESTARTED']._serialized_start=1563
+  _globals['_GENERATESTARTED']._serialized_end=1641
+  _globals['_TOKENCHUNK']._serialized_start=1643
+  _globals['_TOKENCHUNK']._serialized_end=1732
+  _globals['_TOKENLOGPROB']._serialized_start=1734
+  _globals['_TOKENLOGPROB']._serialized_end=1829
+  _globals['_TOPLOGPROB']._serialized_start=1831
+  _globals['_TOPLOGPROB']._serialized_end=1878
+  _globals['_GENERATEFINISHED']._serialized_start=1880
+  _globals['_GENERATEFINISHED']._serialized_end=2003
+  _globals['_USAGE']._serialized_start=2005
+  _globals['_USAGE']._serialized_end=2117
+  _globals['_TOKENIZEREQUEST']._serialized_start=2119
+  _globals['_TOKENIZEREQUEST']._serialized_end=2178
+  _globals['_TOKENIZERESPONSE']._serialized_start=2180
+  _globals['_TOKENIZERESPONSE']._serialized_end=2232
+  _globals['_GETMODELINFOREQUEST']._serialized_start=2234
+  _globals['_GETMODELINFOREQUEST']._serialized_end=2255
+  _globals['_GETMODELINFORESPONSE']._serialized_start=2257
+  _globals['_GETMODELINFORESPONSE']._serialized_end=2322
+  _globals['_MODELINFO']._serialized_start=2325
+  _globals['_MODELINFO']._serialized_end=2693
+  _globals['_GENERATIONSERVICE']._serialized_start=3051
+  _globals['_GENERATIONSERVICE']._serialized_end=3358
 # @@protoc_insertion_point(module_scope)

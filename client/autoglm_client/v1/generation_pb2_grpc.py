@@ -47,6 +47,11 @@ class GenerationServiceStub:
                 request_serializer=autoglm__client_dot_v1_dot_generation__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=autoglm__client_dot_v1_dot_generation__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.Chat = channel.unary_stream(
+                '/autoglm.v1.GenerationService/Chat',
+                request_serializer=autoglm__client_dot_v1_dot_generation__pb2.ChatRequest.SerializeToString,
+                response_deserializer=autoglm__client_dot_v1_dot_generation__pb2.ChatResponse.FromString,
+                _registered_method=True)
         self.Tokenize = channel.unary_unary(
                 '/autoglm.v1.GenerationService/Tokenize',
                 request_serializer=autoglm__client_dot_v1_dot_generation__pb2.TokenizeRequest.SerializeToString,
@@ -78,6 +83,16 @@ class GenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Chat(self, request, context):
+        """Chat renders a conversation with the model's chat template and streams
+        the assistant's reply as Generate streams text: one GenerateStarted message,
+        token chunks, one GenerateFinished message. Messages may hold images
+        when the model takes them (ModelInfo.supports_images).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Tokenize(self, request, context):
         """Tokenize turns text into the model's token ids without generating.
         """
@@ -99,6 +114,11 @@ def add_GenerationServiceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=autoglm__client_dot_v1_dot_generation__pb2.GenerateRequest.FromString,
                     response_serializer=autoglm__client_dot_v1_dot_generation__pb2.GenerateResponse.SerializeToString,
+            ),
+            'Chat': grpc.unary_stream_rpc_method_handler(
+                    servicer.Chat,
+                    request_deserializer=autoglm__client_dot_v1_dot_generation__pb2.ChatRequest.FromString,
+                    response_serializer=autoglm__client_dot_v1_dot_generation__pb2.ChatResponse.SerializeToString,
             ),
             'Tokenize': grpc.unary_unary_rpc_method_handler(
                     servicer.Tokenize,
@@ -146,6 +166,33 @@ class GenerationService:
             '/autoglm.v1.GenerationService/Generate',
             autoglm__client_dot_v1_dot_generation__pb2.GenerateRequest.SerializeToString,
             autoglm__client_dot_v1_dot_generation__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/autoglm.v1.GenerationService/Chat',
+            autoglm__client_dot_v1_dot_generation__pb2.ChatRequest.SerializeToString,
+            autoglm__client_dot_v1_dot_generation__pb2.ChatResponse.FromString,
             options,
             channel_credentials,
             insecure,

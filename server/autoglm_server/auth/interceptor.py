@@ -32,6 +32,7 @@ def method_scopes(scope_generate: str, scope_models_read: str) -> dict[str, str]
     service = f"/{names.GENERATION_SERVICE_NAME}/"
     return {
         f"{service}Generate": scope_generate,
+        f"{service}Chat": scope_generate,
         f"{service}Tokenize": scope_generate,
         f"{service}GetModelInfo": scope_models_read,
     }

@@ -9,6 +9,7 @@ import grpc
 
 from autoglm_server import names
 from autoglm_server.admin_http import Route
+from autoglm_server.auth.http import HttpAuthenticator
 from autoglm_server.auth.interceptor import AuthInterceptor, method_scopes
 from autoglm_server.auth.jwks_route import JwksRoute
 from autoglm_server.auth.keyring import Keyring
@@ -62,6 +63,8 @@ class AuthRuntime:
             method_scopes(settings.scope_generate, settings.scope_models_read),
             on_failure=lambda: self.on_failure,
         )
+        # The HTTP front door's checks: the same verifier; app.py binds its failure metric.
+        self.http = HttpAuthenticator(self.verifier)
         self._jwks = JwksRoute(max_age_s=int(settings.key_refresh_interval))
         self.keyring.add_listener(self._jwks.update)
 

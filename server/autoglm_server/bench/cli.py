@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True, type=Path, help="where bench.json/.md/.png go")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--torch-threads", type=int, default=0, help="torch threads in both processes (0: default)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch threads in both processes (0: the daemon's auto choice for the model, in both)",
+    )
     parser.add_argument("--requests", type=int, default=32, help="requests per run (and the ceiling's batch)")
     parser.add_argument(
         "--serial-requests", type=int, default=0, help="requests for serial and daemon at 1 (0: --requests)"
@@ -73,11 +78,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    threads = torch.get_num_threads()
     info = report.machine()
     settings = EngineSettings.model_validate({"model": args.model, "dtype": args.dtype, "device": args.device})
     loaded = loader.load(settings)
     desc = loaded.description
+    # The baselines get the thread count the daemon picks for this model (with 0 the daemon resolves
+    # it itself, by the same rule): both sides compute with the same number of torch threads.
+    threads = loader.resolve_torch_threads(args.torch_threads, loaded.model, next(loaded.model.parameters()).device)
+    torch.set_num_threads(threads)
     vocab = min(desc.vocab_size, len(loaded.tokenizer)) - len(loaded.tokenizer.all_special_ids)
     n, p, g = args.requests, args.prompt_tokens, args.max_new_tokens
     uniform = make_requests(n, prompt_tokens=(p, p), max_new_tokens=(g, g), vocab_size=vocab, seed=args.seed)
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": desc.dtype,
         "device": desc.device,
         "torch_threads": threads,
+        "torch_threads_flag": args.torch_threads,
         "parameters": sum(t.numel() for t in model.parameters()),
         "requests": n,
         "serial_requests": len(serial_set),
@@ -112,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mixed_lengths": {"prompt_tokens": args.mixed_prompt_tokens, "max_new_tokens": args.mixed_new_tokens},
         "repeat": args.repeat,
     }
-    with running_daemon(args.model, desc.dtype, args.device, threads, max(max(concurrencies), 32)) as target:
+    with running_daemon(args.model, desc.dtype, args.device, args.torch_threads, max(max(concurrencies), 32)) as target:
         samples = asyncio.run(_interleaved(target, baseline_runs, loads, args.repeat))
     for key in baseline_runs:
         rates = samples[key]

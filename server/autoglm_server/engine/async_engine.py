@@ -22,18 +22,26 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
 
-from autoglm_server.engine import loader, memory
+from autoglm_server.engine import builtin_tiny, loader, memory
+from autoglm_server.engine.chat_template import BUILTIN_CHAT_TEMPLATE, ChatRenderer, read_template_file
 from autoglm_server.engine.core import EngineCore, Output
 from autoglm_server.engine.runner import FaultInjector, ModelRunner
 from autoglm_server.engine.scheduler import Limits
 from autoglm_server.engine.settings import EngineSettings
-from autoglm_server.engine.types import EngineStats, GenerationDelta, GenerationRequest, ModelDescription
+from autoglm_server.engine.types import (
+    ChatMessage,
+    EngineStats,
+    GenerationDelta,
+    GenerationRequest,
+    ModelDescription,
+    RenderedPrompt,
+)
 from autoglm_server.errors import AutoglmError, EngineFailedError, InvalidRequestError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -168,6 +176,7 @@ class AsyncEngine:
         self._fault_injector = fault_injector
         self._core: EngineCore | None = None
         self._front_tokenizer: Any = None
+        self._renderer: ChatRenderer | None = None
         # Mailboxes by engine key. The core knows each submission by a key of its own, never by the
         # caller's request_id: a request_id reused right after a cancel must not receive the old
         # request's late deltas (or its CANCELLED end).
@@ -183,6 +192,7 @@ class AsyncEngine:
         self._description: ModelDescription | None = None
         self._outbox = _Outbox(settings.stream_interval)
         self._step_listener: Callable[[int], None] | None = None
+        self._threads = 1  # torch intra-op threads of the engine, resolved in start()
 
     # --------------------------------------------------------------- startup
     @property
@@ -204,8 +214,21 @@ class AsyncEngine:
             torch.set_num_threads(self._settings.torch_threads)
         if self._loaded is None:
             self._loaded = await asyncio.to_thread(loader.load, self._settings)
+        self._threads = loader.resolve_torch_threads(
+            self._settings.torch_threads, self._loaded.model, next(self._loaded.model.parameters()).device
+        )
+        torch.set_num_threads(self._threads)
+        log.info(
+            "torch intra-op threads: %d (--torch-threads %s, %d usable CPUs)",
+            self._threads,
+            self._settings.torch_threads or "0: auto",
+            loader.usable_cpus(),
+        )
         core = await asyncio.to_thread(self._build_core, self._loaded)
         self._front_tokenizer = copy.deepcopy(self._loaded.tokenizer)
+        self._renderer = ChatRenderer(self._front_tokenizer, self._chat_template())
+        assert self._description is not None
+        self._description = replace(self._description, has_chat_template=self._renderer.available)
         self._core = core
         self._alive = True
         self._thread = threading.Thread(target=self._run, name="autoglm-engine", daemon=True)
@@ -213,6 +236,9 @@ class AsyncEngine:
         log.info("engine ready: %s (%s on %s)", self.model.model_id, self.model.dtype, self.model.device)
 
     def _build_core(self, loaded: loader.LoadedModel) -> EngineCore:
+        # torch keeps the thread count per OS thread (OpenMP's own setting), and a worker thread
+        # that ran torch before keeps what it had: set it on every thread that runs the model.
+        torch.set_num_threads(self._threads)
         settings = self._settings
         runner = ModelRunner(loaded.model)
         memory.apply_memory_fraction(settings, runner.device)
@@ -239,6 +265,7 @@ class AsyncEngine:
     # ------------------------------------------------------------ the thread
     def _run(self) -> None:
         assert self._core is not None
+        torch.set_num_threads(self._threads)
         try:
             self._core.run(self._emit, self._stop)
         except BaseException as exc:
@@ -316,6 +343,20 @@ class AsyncEngine:
             raise UnavailableError("the engine has not started")
         ids: list[int] = self._front_tokenizer.encode(text, add_special_tokens=add_special_tokens)
         return ids
+
+    def _chat_template(self) -> str | None:
+        """The operator's --chat-template, else the built-in models' own, else the model's (None)."""
+        path = self._settings.chat_template
+        if path:
+            return read_template_file(path)
+        if self._settings.model in builtin_tiny.BUILTIN_MODELS:
+            return BUILTIN_CHAT_TEMPLATE
+        return None
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+        if self._renderer is None:
+            raise UnavailableError("the engine has not started")
+        return self._renderer.render(messages, self.model.model_id)
 
     def stats(self) -> EngineStats:
         core = self._core

@@ -17,7 +17,7 @@ import torch
 
 from autoglm_server.engine.detokenize import DetokenizerFactory
 from autoglm_server.engine.prefill import prefill_groups
-from autoglm_server.engine.runner import KVBatch, ModelRunner, merge, select
+from autoglm_server.engine.runner import KVBatch, ModelRunner
 from autoglm_server.engine.sampling import RowSampling, sample
 from autoglm_server.engine.scheduler import Limits, Scheduler, Ticket
 from autoglm_server.engine.sequence import Sequence
@@ -148,18 +148,27 @@ class EngineCore:
                     self.scheduler.finish(row.request_id)
             else:
                 keep.append(i)
-        self._keep(keep)
+        self._keep(keep, outputs)
 
-    def _keep(self, keep: list[int]) -> None:
-        if len(keep) != len(self._rows):
-            self._rows = [self._rows[i] for i in keep]
-            self._batch = select(self._batch, keep) if self._batch is not None else None
+    def _keep(self, keep: list[int], outputs: list[Output]) -> None:
+        if len(keep) == len(self._rows):
+            return
+        rows = [self._rows[i] for i in keep]
+        try:
+            batch = self.runner.select(self._batch, keep) if self._batch is not None else None
+        except torch.OutOfMemoryError:
+            # Some layers may already have dropped the leaving rows: the batch is not usable, and
+            # the rows that stay in it fail as they would in a forward that ran out of memory.
+            self._rows, self._batch = [], None
+            self._out_of_memory(rows, outputs)
+            return
+        self._rows, self._batch = rows, batch
 
     def _prefill(self, joining: list[GenerationRequest], now: float, outputs: list[Output]) -> None:
         lengths = [len(request.prompt_token_ids) for request in joining]
         for group in prefill_groups(lengths):
             self._prefill_group([self._sequence(joining[i], now) for i in group], outputs)
-        self._retire()
+        self._retire(outputs)
 
     def _sequence(self, request: GenerationRequest, now: float) -> Sequence:
         sampling = RowSampling.create(
@@ -171,13 +180,16 @@ class EngineCore:
         try:
             logits, kv = self.runner.prefill([r.request.prompt_token_ids for r in rows])
             tokens, logprobs = sample(logits, [r.sampling for r in rows])
+            self.runner.set_last_tokens(kv, tokens)
+            # A merge that runs out of memory leaves the running batch as it was: only the
+            # joining rows fail, before any of their tokens went out.
+            batch = self.runner.merge(self._batch, kv)
         except torch.OutOfMemoryError:
             self._out_of_memory(rows, outputs)
             return
         self._stepped(len(rows))
         self._append(rows, tokens, logprobs, outputs)
-        self.runner.set_last_tokens(kv, tokens)
-        self._batch = merge(self._batch, kv)
+        self._batch = batch
         self._rows.extend(rows)
 
     def _decode(self, outputs: list[Output]) -> None:
@@ -185,14 +197,14 @@ class EngineCore:
         try:
             logits = self.runner.decode(self._batch)
             tokens, logprobs = sample(logits, [r.sampling for r in self._rows])
+            self.runner.set_last_tokens(self._batch, tokens)
         except torch.OutOfMemoryError:
             rows, self._rows, self._batch = self._rows, [], None
             self._out_of_memory(rows, outputs)
             return
         self._stepped(len(self._rows))
         self._append(self._rows, tokens, logprobs, outputs)
-        self.runner.set_last_tokens(self._batch, tokens)
-        self._retire()
+        self._retire(outputs)
 
     def _stepped(self, batch_size: int) -> None:
         self.steps += 1
@@ -209,7 +221,7 @@ class EngineCore:
         for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
             outputs.append((row.request_id, row.append(token, logprob, now)))
 
-    def _retire(self) -> None:
+    def _retire(self, outputs: list[Output]) -> None:
         """Drop finished rows at once and return their reservations."""
         finished = [r for r in self._rows if r.finish_reason is not None]
         if not finished:
@@ -217,7 +229,7 @@ class EngineCore:
         with self.lock:
             for row in finished:
                 self.scheduler.finish(row.request_id, row.service_time_s())
-        self._keep([i for i, r in enumerate(self._rows) if r.finish_reason is None])
+        self._keep([i for i, r in enumerate(self._rows) if r.finish_reason is None], outputs)
 
     def _out_of_memory(self, rows: list[Sequence], outputs: list[Output]) -> None:
         """Fail the step's requests, free what the step held, and carry on."""

@@ -77,12 +77,13 @@ class SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         """Keep rows `index` and drop `trim` leading columns (padding in every kept row)."""
         assert self.kbuf is not None
         assert self.vbuf is not None
-        self.start += trim
-        width = self.end - self.start
+        # The layer changes only once both buffers exist: an allocation that fails leaves it whole.
+        start = self.start + trim
+        width = self.end - start
         kbuf = self.kbuf.new_empty((len(index), self.kbuf.shape[1], width + _spare(width), self.kbuf.shape[3]))
         vbuf = self.vbuf.new_empty((len(index), self.vbuf.shape[1], width + _spare(width), self.vbuf.shape[3]))
-        torch.index_select(self.kbuf[:, :, self.start : self.end], 0, index, out=kbuf[:, :, :width])
-        torch.index_select(self.vbuf[:, :, self.start : self.end], 0, index, out=vbuf[:, :, :width])
+        torch.index_select(self.kbuf[:, :, start : self.end], 0, index, out=kbuf[:, :, :width])
+        torch.index_select(self.vbuf[:, :, start : self.end], 0, index, out=vbuf[:, :, :width])
         self.kbuf, self.vbuf, self.start, self.end = kbuf, vbuf, 0, width
         self._publish()
 
@@ -104,6 +105,19 @@ class SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         kbuf[split:, :, width - theirs : width] = other.kbuf[:, :, other.start : other.end]
         vbuf[split:, :, width - theirs : width] = other.vbuf[:, :, other.start : other.end]
         self.kbuf, self.vbuf, self.start, self.end = kbuf, vbuf, 0, width
+        self._publish()
+
+    def forget_appended(self, rows: int, width: int) -> None:
+        """Undo `append_rows` without allocating: back to the first `rows` rows, `width` columns wide.
+
+        append_rows put those rows right-aligned in the new buffer, so their old window is its last
+        `width` columns; narrowing the views is enough (the joined rows' memory goes with the next
+        reallocation).
+        """
+        assert self.kbuf is not None
+        assert self.vbuf is not None
+        self.kbuf, self.vbuf = self.kbuf[:rows], self.vbuf[:rows]
+        self.start = self.end - width
         self._publish()
 
 

@@ -64,6 +64,66 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if fast else torch.float32
 
 
+# An intra-op thread pays off only when a decode step gives it enough matrix work: each extra thread
+# adds an OpenMP barrier to every operator, and its worker spins between operators on a core that
+# the event loop (gRPC, streaming) and the request path need. On 2 cores, builtin:tiny (3.5M
+# parameters, ~1 ms steps) serves fastest with 1 thread and builtin:small (114M) with 2
+# (docs/benchmarks.md); the cut between them is set on parameters per thread.
+PARAMETERS_PER_THREAD = 32_000_000
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (containers)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup)
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(root: Path) -> int | None:
+    """The CPU limit of this cgroup rounded up (Kubernetes `limits.cpu`), or None without one."""
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        pass
+    else:
+        return None if quota == "max" else _ceil_ratio(quota, period)
+    try:  # cgroup v1: -1 means no limit
+        return _ceil_ratio(
+            (root / "cpu" / "cpu.cfs_quota_us").read_text(), (root / "cpu" / "cpu.cfs_period_us").read_text()
+        )
+    except OSError:
+        return None
+
+
+def _ceil_ratio(quota: str, period: str) -> int | None:
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    return max(1, -(-q // p)) if q > 0 and p > 0 else None
+
+
+def resolve_torch_threads(choice: int, model: Any, device: torch.device) -> int:
+    """--torch-threads, or for 0 (auto) a count fitted to the model's per-step work and the CPUs.
+
+    On CPU: one thread per PARAMETERS_PER_THREAD of weights (at least 1), at most the usable CPUs,
+    so a small model leaves the other cores to the event loop and a large one uses them all. On CUDA
+    the forward runs on the GPU and torch's own default stays (capped at the usable CPUs).
+    """
+    if choice:
+        return choice
+    cpus = usable_cpus()
+    if device.type != "cpu":
+        return max(1, min(torch.get_num_threads(), cpus))
+    parameters = int(sum(p.numel() for p in model.parameters()))
+    return max(1, min(cpus, parameters // PARAMETERS_PER_THREAD))
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
-
-from collections.abc import Sequence
 
 from autoglm_server.engine.types import (
     ChatMessage,

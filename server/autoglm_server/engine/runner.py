@@ -5,6 +5,10 @@ the last column, padding columns are masked out by the attention mask, and each 
 position id. New requests are prefilled as a small batch of their own and merged in (pad the shorter
 cache on the left, concatenate rows); finished rows are dropped by selecting indices, and columns that
 became padding in every row are trimmed.
+
+Merging and selecting copy the KV cache layer by layer, so they can run out of device memory too.
+A merge that fails part-way is undone (without allocating) and leaves the running batch as it was;
+a select that fails leaves the batch unusable, and the caller drops it (core.py fails its rows).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 
 import torch
 
-from autoglm_server.engine.kvcache import SlotCache
+from autoglm_server.engine.kvcache import SlotCache, SlotLayer
 
-# Called before every forward with "prefill" or "decode"; tests raise torch.OutOfMemoryError from it.
+# Called before every forward with "prefill" or "decode", and before each layer's copy in a merge or
+# select with "merge" or "select"; tests raise torch.OutOfMemoryError from it.
 FaultInjector = Callable[[str], None]
 
 
@@ -86,35 +91,56 @@ class ModelRunner:
     def set_last_tokens(self, batch: KVBatch, token_ids: list[int]) -> None:
         batch.last_tokens = torch.tensor(token_ids, dtype=torch.long, device=self.device)
 
+    def _fault(self, phase: str) -> None:
+        if self.fault_injector is not None:
+            self.fault_injector(phase)
 
-def merge(running: KVBatch | None, joining: KVBatch) -> KVBatch:
-    """Append the joining rows after the running ones (both left-padded to one width)."""
-    if running is None or running.rows == 0:
-        return joining
-    width = max(running.mask.shape[1], joining.mask.shape[1])
-    for old, new in zip(running.cache.slot_layers, joining.cache.slot_layers, strict=True):
-        old.append_rows(new)
-    mask = running.mask.new_zeros((running.rows + joining.rows, width))
-    mask[: running.rows, width - running.mask.shape[1] :] = running.mask
-    mask[running.rows :, width - joining.mask.shape[1] :] = joining.mask
-    running.mask = mask
-    running.positions = torch.cat([running.positions, joining.positions])
-    running.last_tokens = torch.cat([running.last_tokens, joining.last_tokens])
-    return running
+    def merge(self, running: KVBatch | None, joining: KVBatch) -> KVBatch:
+        """Append the joining rows after the running ones (both left-padded to one width).
 
+        On torch.OutOfMemoryError the running batch is left exactly as it was (the joining rows are
+        not in it), so only the joining requests need to fail.
+        """
+        if running is None or running.rows == 0:
+            return joining
+        width = max(running.mask.shape[1], joining.mask.shape[1])
+        rows = running.rows
+        merged: list[tuple[SlotLayer, int]] = []  # each merged layer and its width before
+        try:
+            for old, new in zip(running.cache.slot_layers, joining.cache.slot_layers, strict=True):
+                self._fault("merge")
+                before = old.get_seq_length()
+                old.append_rows(new)
+                merged.append((old, before))
+            mask = running.mask.new_zeros((rows + joining.rows, width))
+            mask[:rows, width - running.mask.shape[1] :] = running.mask
+            mask[rows:, width - joining.mask.shape[1] :] = joining.mask
+            positions = torch.cat([running.positions, joining.positions])
+            last_tokens = torch.cat([running.last_tokens, joining.last_tokens])
+        except torch.OutOfMemoryError:
+            for layer, before in merged:
+                layer.forget_appended(rows, before)
+            raise
+        running.mask, running.positions, running.last_tokens = mask, positions, last_tokens
+        return running
 
-def select(batch: KVBatch, keep: list[int]) -> KVBatch | None:
-    """Keep only the rows at `keep` (in that order); trim columns that are padding in every row."""
-    if not keep:
-        return None
-    if len(keep) == batch.rows:
+    def select(self, batch: KVBatch, keep: list[int]) -> KVBatch | None:
+        """Keep only the rows at `keep` (in that order); trim columns that are padding in every row.
+
+        On torch.OutOfMemoryError some layers may already hold only the kept rows: the batch must
+        be dropped.
+        """
+        if not keep:
+            return None
+        if len(keep) == batch.rows:
+            return batch
+        index = torch.tensor(keep, dtype=torch.long, device=batch.mask.device)
+        mask = batch.mask.index_select(0, index)
+        first = int(mask.any(dim=0).nonzero()[0, 0])
+        for layer in batch.cache.slot_layers:
+            self._fault("select")
+            layer.keep_rows(index, first)
+        batch.mask = mask[:, first:]
+        batch.positions = batch.positions.index_select(0, index)
+        batch.last_tokens = batch.last_tokens.index_select(0, index)
         return batch
-    index = torch.tensor(keep, dtype=torch.long, device=batch.mask.device)
-    mask = batch.mask.index_select(0, index)
-    first = int(mask.any(dim=0).nonzero()[0, 0])
-    for layer in batch.cache.slot_layers:
-        layer.keep_rows(index, first)
-    batch.mask = mask[:, first:]
-    batch.positions = batch.positions.index_select(0, index)
-    batch.last_tokens = batch.last_tokens.index_select(0, index)
-    return batch

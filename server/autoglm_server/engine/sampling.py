@@ -1,9 +1,11 @@
 """Per-request sampling inside one batch.
 
-Each row has its own temperature, top-k, top-p, repetition penalty and random generator, applied in
-the order transformers' `generate` applies them (penalty, temperature, top-k, top-p). Greedy rows
-(temperature 0) take the argmax after the repetition penalty. Log-probabilities are those of the
-model's raw distribution, before any sampling transform.
+Each row has its own temperature, top-k, top-p, penalties and random generator, applied in the order
+transformers' `generate` applies them (penalties, temperature, top-k, top-p). The repetition penalty
+(over prompt and output) comes first, then the OpenAI presence and frequency penalties (over the
+output only), as vLLM orders them. Greedy rows (temperature 0) take the argmax after the penalties,
+as vLLM does: Open-AutoGLM decodes at temperature 0 with frequency_penalty 0.2. Log-probabilities are
+those of the model's raw distribution, before any sampling transform.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ class RowSampling:
     top_logprobs: int = 0
     # Tokens seen so far (prompt and output), for the repetition penalty; kept only when it applies.
     seen: list[int] = field(default_factory=list)
+    # The distinct tokens generated so far and how often each came, for the presence and frequency
+    # penalties (parallel lists, first appearance first; `slots` maps a token to its index). Kept
+    # only when one of them is non-zero.
+    output_ids: list[int] = field(default_factory=list)
+    output_counts: list[int] = field(default_factory=list)
+    slots: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -40,9 +48,22 @@ class RowSampling:
         seen = list(prompt) if options.repetition_penalty != 1.0 else []
         return cls(options, generator, logprobs, top, seen)
 
+    @property
+    def counts_output(self) -> bool:
+        """Whether the presence or frequency penalty applies to this row."""
+        return self.options.presence_penalty != 0.0 or self.options.frequency_penalty != 0.0
+
     def observe(self, token_id: int) -> None:
         if self.options.repetition_penalty != 1.0:
             self.seen.append(token_id)
+        if self.counts_output:
+            slot = self.slots.get(token_id)
+            if slot is None:
+                self.slots[token_id] = len(self.output_ids)
+                self.output_ids.append(token_id)
+                self.output_counts.append(1)
+            else:
+                self.output_counts[slot] += 1
 
 
 def _apply_repetition_penalty(logits: torch.Tensor, rows: list[RowSampling]) -> None:
@@ -53,6 +74,41 @@ def _apply_repetition_penalty(logits: torch.Tensor, rows: list[RowSampling]) -> 
         index = torch.tensor(row.seen, device=logits.device)
         picked = logits[i].gather(0, index)
         logits[i].scatter_(0, index, torch.where(picked < 0, picked * penalty, picked / penalty))
+
+
+def _apply_output_penalties(logits: torch.Tensor, rows: list[RowSampling]) -> None:
+    """logit[t] -= presence * (count[t] > 0) + frequency * count[t], over each row's output so far.
+
+    One scatter for the whole batch: only the (row, token) pairs that were generated are touched,
+    so the cost follows the output length, not the vocabulary.
+    """
+    penalised = [(i, row) for i, row in enumerate(rows) if row.counts_output and row.output_ids]
+    if not penalised:
+        return
+    device = logits.device
+    row_index = torch.tensor([i for i, row in penalised for _ in row.output_ids], dtype=torch.long, device=device)
+    token_index = torch.tensor([t for _, row in penalised for t in row.output_ids], dtype=torch.long, device=device)
+    counts = torch.tensor([c for _, row in penalised for c in row.output_counts], dtype=logits.dtype, device=device)
+    lengths = torch.tensor([len(row.output_ids) for _, row in penalised], device=device)
+    presence = torch.tensor([row.options.presence_penalty for _, row in penalised], dtype=logits.dtype, device=device)
+    frequency = torch.tensor([row.options.frequency_penalty for _, row in penalised], dtype=logits.dtype, device=device)
+    # Every listed token has count >= 1, so the presence term is the row's presence penalty itself.
+    cut = presence.repeat_interleave(lengths) + frequency.repeat_interleave(lengths) * counts
+    logits.index_put_((row_index, token_index), -cut, accumulate=True)
+
+
+def apply_penalties(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+    """The logits after each row's repetition, presence and frequency penalties.
+
+    `logits` itself when no row has a penalty (no copy: the common case costs nothing), else a
+    penalised copy.
+    """
+    if not any(r.options.repetition_penalty != 1.0 or r.counts_output for r in rows):
+        return logits
+    work = logits.clone()
+    _apply_repetition_penalty(work, rows)
+    _apply_output_penalties(work, rows)
+    return work
 
 
 def _filter_top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> torch.Tensor:
@@ -76,8 +132,7 @@ def _filter_top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[floa
 def sample(logits: torch.Tensor, rows: list[RowSampling]) -> tuple[list[int], list[TokenLogprob | None]]:
     """Pick one token per row from `logits` [rows, vocab]; also the logprobs rows asked for."""
     raw = logits.float()
-    work = raw.clone() if any(r.options.repetition_penalty != 1.0 for r in rows) else raw
-    _apply_repetition_penalty(work, rows)
+    work = apply_penalties(raw, rows)
     chosen = work.argmax(dim=-1)
     sampled = [i for i, row in enumerate(rows) if not row.options.greedy]
     if sampled:

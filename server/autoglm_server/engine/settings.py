@@ -15,6 +15,11 @@ class EngineSettings(BaseModel):
         description="builtin:tiny (or builtin:small, ~110M; both random weights), a local model directory,"
         " or a Hugging Face id already in the local cache",
     )
+    chat_template: str = Field(
+        "",
+        description="a Jinja chat template file for Chat and /v1/chat/completions (default: the model's own;"
+        " builtin models have a simple one)",
+    )
     model_version: str = Field("", description="deployment version label reported in metrics and ModelInfo")
     revision: str = Field("", description="hub revision to load (default: the cache's main ref)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
@@ -53,7 +58,12 @@ class EngineSettings(BaseModel):
     gpu_memory_fraction: float = Field(
         0.9, gt=0, le=1, description="share of the GPU's memory this process may use (CUDA only)"
     )
-    torch_threads: int = Field(0, ge=0, description="torch intra-op threads (0: torch's default)")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads (0: auto, from the model's size and the usable CPUs; a small"
+        " model leaves cores to the event loop)",
+    )
     stream_interval: float = Field(
         0.02,
         ge=0,

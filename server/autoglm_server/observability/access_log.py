@@ -67,4 +67,6 @@ class _AccessLine:
             fields["finish_reason"] = summary.finish_reason
         if summary.rejection:
             fields["rejection"] = summary.rejection
+        if summary.session_id:
+            fields["session_id"] = summary.session_id
         access_logger.info("%s %s %.1f ms", tracker.method, code.name, tracker.duration_s * 1000, extra=fields)

@@ -1,4 +1,4 @@
-"""What the servicer tells observability about one Generate call.
+"""What the serving pipeline tells observability about one request (either front door).
 
 The servicer calls these hooks; observability turns them into span events, histograms and log
 fields. The no-op observer keeps the servicer testable without any of that set up.
@@ -34,7 +34,7 @@ class RequestObserver(Protocol):
 class ObserverFactory(Protocol):
     """Makes one observer per call."""
 
-    def __call__(self, method: str) -> RequestObserver: ...
+    def __call__(self, method: str, protocol: str = "grpc") -> RequestObserver: ...
 
 
 class NoopObserver:
@@ -53,5 +53,5 @@ class NoopObserver:
         return None
 
 
-def noop_observer_factory(method: str) -> RequestObserver:
+def noop_observer_factory(method: str, protocol: str = "grpc") -> RequestObserver:
     return NoopObserver()

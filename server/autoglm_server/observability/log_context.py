@@ -32,6 +32,7 @@ class CallSummary:
     generated_tokens: int | None = None
     finish_reason: str = ""
     rejection: str = ""
+    session_id: str = ""
 
 
 def set_request_id(request_id: str) -> None:

@@ -60,6 +60,30 @@ def _bounded(reason: str, allowed: frozenset[str]) -> str:
     return reason if reason in allowed else "other"
 
 
+PROTOCOLS = ("grpc", "http")
+
+
+class RequestSeries:
+    """The per-request series of one front door, their labels bound once."""
+
+    def __init__(
+        self, families: Mapping[str, Histogram | Counter], rejections: Counter, labels: dict[str, str]
+    ) -> None:
+        self.ttft: Histogram = families["ttft"].labels(**labels)  # type: ignore[assignment]
+        self.itl: Histogram = families["itl"].labels(**labels)  # type: ignore[assignment]
+        self.duration: Histogram = families["duration"].labels(**labels)  # type: ignore[assignment]
+        self.queue_time: Histogram = families["queue_time"].labels(**labels)  # type: ignore[assignment]
+        self.prompt_tokens: Counter = families["prompt_tokens"].labels(**labels)  # type: ignore[assignment]
+        self.generated_tokens: Counter = families["generated_tokens"].labels(**labels)  # type: ignore[assignment]
+        self._rejections = rejections
+        self._labels = labels
+
+    def rejected(self, reason: str) -> None:
+        self._rejections.labels(
+            **self._labels, reason=_bounded(_REASON_ALIASES.get(reason, reason), REJECTION_REASONS)
+        ).inc()
+
+
 class Metrics:
     """The daemon's metrics; create one per daemon, pass it to whoever records."""
 
@@ -71,40 +95,53 @@ class Metrics:
         names = list(labels)
         reg = self.registry
 
-        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, names, registry=reg, buckets=buckets).labels(**labels)
-
-        def counter(name: str, doc: str) -> Counter:
-            return Counter(name, doc, names, registry=reg).labels(**labels)
-
+        # Per-request series carry the front door too: protocol="grpc" or "http".
+        request_names = [*names, "protocol"]
         self._requests = Counter(
             "autoglm_requests",
-            "RPCs finished, by method and gRPC status code",
-            [*names, "method", "code"],
+            "calls finished, by front door, method (gRPC method or HTTP route) and status code (gRPC code names)",
+            [*request_names, "method", "code"],
             registry=reg,
         )
-        self._request_children: dict[tuple[str, grpc.StatusCode], Counter] = {}
-        self.ttft = histogram(
-            "autoglm_time_to_first_token_seconds", "Generate: arrival to first token sent", TTFT_BUCKETS
-        )
-        self.itl = histogram(
-            "autoglm_inter_token_latency_seconds", "Generate: time between successive tokens sent", ITL_BUCKETS
-        )
-        self.duration = histogram(
-            "autoglm_request_duration_seconds", "Generate: arrival to last message sent", DURATION_BUCKETS
-        )
-        self.queue_time = histogram(
-            "autoglm_queue_time_seconds", "Generate: time waiting before the first forward pass", QUEUE_BUCKETS
-        )
-        self.batch_size = histogram("autoglm_batch_size", "requests in each engine forward step", BATCH_BUCKETS)
-        self.prompt_tokens = counter("autoglm_prompt_tokens", "prompt tokens of admitted Generate calls")
-        self.generated_tokens = counter("autoglm_generated_tokens", "tokens generated and sent")
+        self._request_children: dict[tuple[str, str, str], Counter] = {}
+        families: dict[str, Histogram | Counter] = {
+            "ttft": Histogram(
+                "autoglm_time_to_first_token_seconds", "arrival to first token sent", request_names,
+                registry=reg, buckets=TTFT_BUCKETS,
+            ),
+            "itl": Histogram(
+                "autoglm_inter_token_latency_seconds", "time between successive tokens sent", request_names,
+                registry=reg, buckets=ITL_BUCKETS,
+            ),
+            "duration": Histogram(
+                "autoglm_request_duration_seconds", "arrival to last message sent", request_names,
+                registry=reg, buckets=DURATION_BUCKETS,
+            ),
+            "queue_time": Histogram(
+                "autoglm_queue_time_seconds", "time waiting before the first forward pass", request_names,
+                registry=reg, buckets=QUEUE_BUCKETS,
+            ),
+            "prompt_tokens": Counter(
+                "autoglm_prompt_tokens", "prompt tokens of admitted requests", request_names, registry=reg
+            ),
+            "generated_tokens": Counter(
+                "autoglm_generated_tokens", "tokens generated and sent", request_names, registry=reg
+            ),
+        }  # fmt: skip
         self._rejections = Counter(
-            "autoglm_rejections", "Generate calls refused or failed, by reason", [*names, "reason"], registry=reg
+            "autoglm_rejections", "requests refused or failed, by reason", [*request_names, "reason"], registry=reg
         )
+        self._series = {
+            protocol: RequestSeries(families, self._rejections, {**labels, "protocol": protocol})
+            for protocol in PROTOCOLS
+        }
+        self.batch_size = Histogram(
+            "autoglm_batch_size", "requests in each engine forward step", names, registry=reg, buckets=BATCH_BUCKETS
+        ).labels(**labels)
         self._auth_failures = Counter(
-            "autoglm_auth_failures", "calls refused by authentication, by reason", [*names, "reason"], registry=reg
-        )
+            "autoglm_auth_failures", "calls refused by authentication, by reason", [*request_names, "reason"],
+            registry=reg,
+        )  # fmt: skip
         self._key_last_refresh = Gauge(
             "autoglm_key_last_refresh_timestamp_seconds",
             "Unix time of the last successful refresh of the verification keys",
@@ -128,24 +165,27 @@ class Metrics:
         reg.register(self._engine)
 
     # Recording, called on the request path.
-    def rpc_finished(self, method: str, code: grpc.StatusCode) -> None:
-        child = self._request_children.get((method, code))
+    def for_protocol(self, protocol: str) -> RequestSeries:
+        """The per-request series of one front door (grpc or http)."""
+        return self._series[protocol]
+
+    def rpc_finished(self, method: str, code: grpc.StatusCode, protocol: str = "grpc") -> None:
+        key = (protocol, method, code.name)
+        child = self._request_children.get(key)
         if child is None:
-            child = self._requests.labels(model=self.model, version=self.version, method=method, code=code.name)
-            self._request_children[(method, code)] = child
+            child = self._requests.labels(
+                model=self.model, version=self.version, protocol=protocol, method=method, code=code.name
+            )
+            self._request_children[key] = child
         child.inc()
 
-    def rejected(self, reason: str) -> None:
-        self._rejections.labels(
-            model=self.model,
-            version=self.version,
-            reason=_bounded(_REASON_ALIASES.get(reason, reason), REJECTION_REASONS),
-        ).inc()
+    def rejected(self, reason: str, protocol: str = "grpc") -> None:
+        self._series[protocol].rejected(reason)
 
-    def auth_failure(self, reason: str) -> None:
-        """Called by the auth interceptor for each refused call."""
+    def auth_failure(self, reason: str, protocol: str = "grpc") -> None:
+        """Called by the auth layer of either front door for each refused call."""
         self._auth_failures.labels(
-            model=self.model, version=self.version, reason=_bounded(reason, AUTH_FAILURE_REASONS)
+            model=self.model, version=self.version, protocol=protocol, reason=_bounded(reason, AUTH_FAILURE_REASONS)
         ).inc()
 
     def observe_batch_size(self, size: int) -> None:

@@ -34,6 +34,7 @@ GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
 REQUEST_ID = "autoglm.request_id"
 TENANT = "autoglm.tenant"
+SESSION = "autoglm.session_id"
 REJECTION = "autoglm.rejection_reason"
 QUEUE_TIME = "autoglm.queue_time_s"
 TTFT = "autoglm.time_to_first_token_s"
@@ -56,13 +57,15 @@ class _Observer:
         "_owner",
         "_prompt_text",
         "_request",
+        "_series",
         "_span",
         "_summary",
         "_wall0_ns",
     )
 
-    def __init__(self, owner: _Factory) -> None:
+    def __init__(self, owner: _Factory, protocol: str) -> None:
         self._owner = owner
+        self._series = owner.metrics.for_protocol(protocol) if owner.metrics is not None else None
         self._span = trace.get_current_span()
         self._summary = log_context.call_summary()
         # One anchor converts the engine's monotonic times to span timestamps.
@@ -89,12 +92,13 @@ class _Observer:
         self._admitted = True
         log_context.set_request_id(request.request_id)
         prompt_tokens = len(request.prompt_token_ids)
-        metrics = self._owner.metrics
+        metrics = self._series
         if metrics is not None:
             metrics.prompt_tokens.inc(prompt_tokens)
         if self._summary is not None:
             self._summary.prompt_tokens = prompt_tokens
             self._summary.generated_tokens = 0
+            self._summary.session_id = request.session_id
         span = self._span
         if span.is_recording():
             span.set_attributes(
@@ -110,13 +114,15 @@ class _Observer:
                     TENANT: request.tenant,
                 }
             )
+            if request.session_id:
+                span.set_attribute(SESSION, request.session_id)
 
     def on_tokens(self, delta: GenerationDelta) -> None:
         count = len(delta.token_ids)
         if count == 0:
             return
         now = time.monotonic()
-        metrics = self._owner.metrics
+        metrics = self._series
         if self._first_token is None:
             self._first_token = now
             if metrics is not None:
@@ -144,7 +150,7 @@ class _Observer:
             self.on_tokens(delta)
         now = time.monotonic()
         reason = delta.finish_reason.value if delta.finish_reason is not None else ""
-        metrics = self._owner.metrics
+        metrics = self._series
         if metrics is not None:
             metrics.duration.observe(now - self._arrival)
             if usage is not None:
@@ -195,7 +201,7 @@ class _Observer:
         prompt_logger.info("generation text", extra=fields)
 
     def on_rejected(self, reason: str) -> None:
-        metrics = self._owner.metrics
+        metrics = self._series
         if metrics is not None and reason not in _NOT_REJECTIONS:
             metrics.rejected(reason)
         if self._summary is not None:
@@ -218,8 +224,8 @@ class _Factory:
         self.model = model
         self.log_prompts = log_prompts
 
-    def __call__(self, method: str) -> RequestObserver:
-        return _Observer(self)
+    def __call__(self, method: str, protocol: str = "grpc") -> RequestObserver:
+        return _Observer(self, protocol)
 
 
 def make_observer_factory(

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from autoglm_client.v1 import generation_pb2
 from autoglm_server import names
+from autoglm_server.engine.settings import EngineSettings
 
 from . import k8s
 from .render import Doc, ident, of_kind
@@ -22,8 +23,20 @@ CHECKS: dict[str, Check] = {}
 
 # The longest generation a route must outlive: the largest max_new_tokens a request may ask for, at the
 # slowest decode rate we still serve (tokens per second). Both are documented in mesh/README.md.
-MAX_NEW_TOKENS_LIMIT = 4096
+MAX_NEW_TOKENS_LIMIT = int(EngineSettings.model_fields["max_new_tokens_limit"].default)
 SLOWEST_TOKENS_PER_S = 10.0
+# On a GPU (vLLM), the slowest decode rate of one stream in a full batch: a drain must let the longest
+# generation finish at that rate. The CPU toy overlays make no such promise.
+GPU_SLOWEST_TOKENS_PER_S = 20.0
+# What a route may retry: calls the daemon did not admit (gRPC UNAVAILABLE on the gRPC port, HTTP 503 on
+# the OpenAI port). Never RESOURCE_EXHAUSTED/429 (the pod is busy: a retry adds load) or auth failures.
+SAFE_RETRY_ON = {"unavailable", "503"}
+
+
+def max_new_tokens_limit(dep: Doc) -> int:
+    """The longest generation a Deployment's daemon allows (its env, else the daemon's default)."""
+    value = k8s.env_value(k8s.containers(dep)[0], "AUTOGLM_MAX_NEW_TOKENS_LIMIT")
+    return int(value) if value is not None else MAX_NEW_TOKENS_LIMIT
 
 
 def check(fn: Check) -> Check:
@@ -169,13 +182,31 @@ def service_targets_grpc_port(docs: list[Doc]) -> list[str]:
     return problems
 
 
+def _readiness_problems(dep: Doc, container: Doc) -> list[str]:
+    """Readiness is the HTTP API's /health on the daemon's HTTP port (it answers 503 until ready)."""
+    probe = container.get("readinessProbe", {}).get("httpGet")
+    if probe is None:
+        return [f"{ident(dep)}: readinessProbe must be an httpGet of {names.HTTP_HEALTH_PATH}"]
+    problems = []
+    if k8s.container_port(container, probe.get("port", 0)) != names.DEFAULT_HTTP_PORT:
+        problems.append(
+            f"{ident(dep)}: readinessProbe probes port {probe.get('port')!r}, "
+            f"the daemon serves HTTP on {names.DEFAULT_HTTP_PORT}"
+        )
+    if probe.get("path") != names.HTTP_HEALTH_PATH:
+        problems.append(
+            f"{ident(dep)}: readinessProbe asks {probe.get('path')!r}; the daemon reports readiness at "
+            f"{names.HTTP_HEALTH_PATH}"
+        )
+    return problems
+
+
 def _probe_problems(dep: Doc, container: Doc) -> list[str]:
     expected = {
         "startupProbe": names.LIVENESS_SERVICE,
         "livenessProbe": names.LIVENESS_SERVICE,
-        "readinessProbe": names.READINESS_SERVICE,
     }
-    problems = []
+    problems = _readiness_problems(dep, container)
     for probe_name, service in expected.items():
         probe = container.get(probe_name, {}).get("grpc")
         if probe is None:
@@ -311,6 +342,11 @@ def grace_exceeds_prestop_and_drain(docs: list[Doc]) -> list[str]:
             )
         proxy = json.loads(k8s.pod_template(dep)["metadata"].get("annotations", {}).get("proxy.istio.io/config", "{}"))
         sidecar = _duration_s(proxy.get("terminationDrainDuration", "5s"))
+        if k8s.requests_gpu(c) and drain < max_new_tokens_limit(dep) / GPU_SLOWEST_TOKENS_PER_S:
+            problems.append(
+                f"{ident(dep)}: drain {drain:g} s cannot finish the longest generation "
+                f"({max_new_tokens_limit(dep)} tokens at {GPU_SLOWEST_TOKENS_PER_S:g} tokens/s)"
+            )
         if not pre_stop + drain <= sidecar < grace:
             problems.append(
                 f"{ident(dep)}: the sidecar's terminationDrainDuration {sidecar:g} s must cover preStop + drain "
@@ -347,7 +383,9 @@ def mtls_is_strict(docs: list[Doc]) -> list[str]:
 @check
 def route_timeout_outlives_generation(docs: list[Doc]) -> list[str]:
     """Each route's timeout is longer than the longest generation, and retries cover UNAVAILABLE only."""
-    longest = MAX_NEW_TOKENS_LIMIT / SLOWEST_TOKENS_PER_S
+    longest = (
+        max([MAX_NEW_TOKENS_LIMIT, *map(max_new_tokens_limit, of_kind(docs, "Deployment"))]) / SLOWEST_TOKENS_PER_S
+    )
     problems = []
     for vs in of_kind(docs, "VirtualService"):
         for route in _routes(vs):
@@ -358,9 +396,10 @@ def route_timeout_outlives_generation(docs: list[Doc]) -> list[str]:
                     f"the longest generation ({longest:g} s)"
                 )
             retry_on = route.get("retries", {}).get("retryOn", "")
-            if retry_on != "unavailable":
+            if set(retry_on.split(",")) != SAFE_RETRY_ON:
                 problems.append(
-                    f"{ident(vs)} route {route.get('name')!r}: retryOn {retry_on!r}; retry only on 'unavailable'"
+                    f"{ident(vs)} route {route.get('name')!r}: retryOn {retry_on!r}; retry only on "
+                    f"{','.join(sorted(SAFE_RETRY_ON))!r} (gRPC UNAVAILABLE, HTTP 503: not admitted)"
                 )
     return problems
 
@@ -382,3 +421,7 @@ def autoscalers_and_budgets_target_workloads(docs: list[Doc]) -> list[str]:
         if len(chosen) != 1:
             problems.append(f"{ident(pdb)}: selects the pods of {len(chosen)} Deployments; it must select one")
     return problems
+
+
+# The HTTP API and session-affinity checks live in their own module; importing it registers them in CHECKS.
+from . import http_checks as _http_checks  # noqa: E402, F401

@@ -71,3 +71,15 @@ def is_grpc_port(port: dict[str, Any]) -> bool:
         return str(port["appProtocol"]).lower() == "grpc"
     name = str(port.get("name", ""))
     return name == "grpc" or name.startswith("grpc-")
+
+
+def is_http_port(port: dict[str, Any]) -> bool:
+    """Istio's protocol selection for plain HTTP: appProtocol first, then the port name's prefix."""
+    if "appProtocol" in port:
+        return str(port["appProtocol"]).lower() in ("http", "http2")
+    name = str(port.get("name", ""))
+    return name in ("http", "http2") or name.startswith(("http-", "http2-"))
+
+
+def requests_gpu(container: Doc) -> bool:
+    return "nvidia.com/gpu" in container.get("resources", {}).get("limits", {})

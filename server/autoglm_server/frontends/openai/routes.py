@@ -1,0 +1,299 @@
+"""The OpenAI-compatible endpoints: thin adapters over the shared serving pipeline.
+
+Each completion endpoint authenticates, reads the body under its size cap, parses it, checks the
+model name, hands the specs to the pipeline and relays the Generation as one JSON body or as
+server-sent events. A client that closes its connection cancels the request in the engine (the
+stream's task is cancelled by Starlette; a non-streaming request watches for the disconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+import pydantic
+from opentelemetry import trace
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from autoglm_server import names
+from autoglm_server.auth.http import HttpAuthenticator
+from autoglm_server.auth.principal import Principal
+from autoglm_server.auth.verifier import TokenRejectedError
+from autoglm_server.engine.types import ANONYMOUS_TENANT, GenerationDelta
+from autoglm_server.errors import AutoglmError, InvalidRequestError, PayloadTooLargeError
+from autoglm_server.frontends.openai import errors, schemas
+from autoglm_server.frontends.openai.call import HttpCall
+from autoglm_server.frontends.openai.errors import HttpError
+from autoglm_server.frontends.openai.responses import SSE_DONE, Envelope, sse
+from autoglm_server.observability import log_context
+from autoglm_server.observability.metrics import Metrics
+from autoglm_server.serving.pipeline import Call, Generation, ServingPipeline
+from autoglm_server.serving.validate import CallContext
+
+Body = TypeVar("Body", bound=pydantic.BaseModel)
+Admit = Callable[["Call"], Awaitable[tuple[Generation, schemas.ChatCompletionRequest | schemas.CompletionRequest]]]
+MAX_SESSION_ID_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendConfig:
+    served_model_name: str
+    max_request_bytes: int
+    scope_generate: str = names.SCOPE_GENERATE
+    scope_models_read: str = names.SCOPE_MODELS_READ
+    access_log: bool = True
+
+
+class OpenAIFrontend:
+    """Builds the Starlette app of the OpenAI-compatible API over a pipeline."""
+
+    def __init__(
+        self,
+        pipeline: ServingPipeline,
+        config: FrontendConfig,
+        *,
+        ready: Callable[[], bool],
+        auth: HttpAuthenticator | None,
+        metrics: Metrics | None,
+        tracer: trace.Tracer,
+    ) -> None:
+        self._pipeline = pipeline
+        self._config = config
+        self._ready = ready
+        self._auth = auth
+        self._metrics = metrics
+        self._tracer = tracer
+        self._created = int(time.time())
+
+    def app(self) -> Starlette:
+        routes = [
+            Route(names.OPENAI_CHAT_COMPLETIONS_PATH, self._chat, methods=["POST"]),
+            Route(names.OPENAI_COMPLETIONS_PATH, self._completions, methods=["POST"]),
+            Route(names.OPENAI_MODELS_PATH, self._models, methods=["GET"]),
+            Route(names.HTTP_HEALTH_PATH, self._health, methods=["GET"]),
+        ]
+        return Starlette(routes=routes, exception_handlers={HTTPException: _route_error})
+
+    # ------------------------------------------------------------------ routes
+    async def _health(self, request: Request) -> Response:
+        # Open to probes and load balancers: it says ready or not, and nothing else.
+        if self._ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    async def _models(self, request: Request) -> Response:
+        call = self._call(request, names.OPENAI_MODELS_PATH)
+        try:
+            await self._authenticate(request, self._config.scope_models_read)
+            self._pipeline.state.check_admission()
+        except AutoglmError as error:
+            return self._error(call, errors.to_http_error(error))
+        model = self._pipeline.model
+        card = {
+            "id": self._served_name(),
+            "object": "model",
+            "created": self._created,
+            "owned_by": "autoglm-serve",
+            "root": model.model_id,
+            "max_model_len": model.max_context_length,
+        }
+        call.finish(200, grpc.StatusCode.OK)
+        return JSONResponse({"object": "list", "data": [card]})
+
+    async def _chat(self, request: Request) -> Response:
+        call = self._call(request, names.OPENAI_CHAT_COMPLETIONS_PATH)
+
+        async def admit(pipeline_call: Call) -> tuple[Generation, schemas.ChatCompletionRequest]:
+            body = await self._parse(request, schemas.ChatCompletionRequest, pipeline_call)
+            messages, options = self._pipeline.converted(pipeline_call, body.to_specs)
+            return await self._pipeline.chat(messages, options, pipeline_call), body
+
+        return await self._serve(request, call, "chat.completions", admit, chat=True)
+
+    async def _completions(self, request: Request) -> Response:
+        call = self._call(request, names.OPENAI_COMPLETIONS_PATH)
+
+        async def admit(pipeline_call: Call) -> tuple[Generation, schemas.CompletionRequest]:
+            body = await self._parse(request, schemas.CompletionRequest, pipeline_call)
+            prompt, options = self._pipeline.converted(pipeline_call, body.to_specs)
+            return await self._pipeline.generate(prompt, options, pipeline_call), body
+
+        return await self._serve(request, call, "completions", admit, chat=False)
+
+    # ----------------------------------------------------------- the request path
+    async def _serve(
+        self,
+        request: Request,
+        call: HttpCall,
+        method: str,
+        admit: Callable[
+            [Call], Awaitable[tuple[Generation, schemas.ChatCompletionRequest | schemas.CompletionRequest]]
+        ],
+        *,
+        chat: bool,
+    ) -> Response:
+        try:
+            with trace.use_span(call.use(), end_on_exit=False):
+                principal = await self._authenticate(request, self._config.scope_generate)
+                context = CallContext(
+                    tenant=principal.tenant if principal is not None else ANONYMOUS_TENANT,
+                    deadline=None,
+                    session_id=_session_id(request),
+                )
+                pipeline_call = Call(method=method, protocol="http", names=schemas.HTTP_FIELDS, context=context)
+                generation, body = await admit(pipeline_call)
+        except AutoglmError as error:
+            return self._error(call, errors.to_http_error(error))
+        except Exception as error:
+            return self._error(call, errors.internal_error(error))
+        prefix = "chatcmpl" if chat else "cmpl"
+        envelope = Envelope(
+            id=f"{prefix}-{generation.request.request_id}", created=int(time.time()), model=body.model, chat=chat
+        )
+        if body.stream:
+            return StreamingResponse(
+                self._events(generation, envelope, call, include_usage=body.include_usage),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-request-id": generation.request.request_id},
+            )
+        return await self._whole(request, generation, envelope, call)
+
+    async def _events(
+        self, generation: Generation, envelope: Envelope, call: HttpCall, *, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        code = grpc.StatusCode.OK
+        try:
+            if envelope.chat:  # the role comes first, at once, as OpenAI's stream does
+                yield sse(envelope.chunk(GenerationDelta(), first=True))
+            async for delta in generation:
+                yield sse(envelope.chunk(delta, first=False))
+                if delta.finished and include_usage:
+                    yield sse(envelope.usage_chunk(delta.usage))
+            yield SSE_DONE
+        except AutoglmError as error:
+            failure = errors.to_http_error(error)
+            code = failure.code
+            yield sse(failure.body)  # the SDK raises APIError on an `error` event
+            yield SSE_DONE
+        except asyncio.CancelledError:  # the client went away; close() below aborts the request
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:
+            failure = errors.internal_error(error)
+            code = failure.code
+            yield sse(failure.body)
+            yield SSE_DONE
+        finally:
+            await generation.close()
+            call.finish(200, code)
+
+    async def _whole(self, request: Request, generation: Generation, envelope: Envelope, call: HttpCall) -> Response:
+        whole = GenerationDelta()
+
+        async def collect() -> None:
+            async for delta in generation:
+                whole.merge(delta)
+
+        collector = asyncio.ensure_future(collect())
+        watcher = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({collector, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not collector.done():  # the client closed its connection: nobody will read the answer
+                collector.cancel()
+                call.finish(499, grpc.StatusCode.CANCELLED)
+                return Response(status_code=499)
+            collector.result()
+        except AutoglmError as error:
+            return self._error(call, errors.to_http_error(error))
+        except Exception as error:
+            return self._error(call, errors.internal_error(error))
+        finally:
+            watcher.cancel()
+            await generation.close()
+        call.finish(200, grpc.StatusCode.OK)
+        logprobs = generation.request.logprobs
+        return JSONResponse(envelope.body(whole, logprobs), headers={"x-request-id": generation.request.request_id})
+
+    # ---------------------------------------------------------------- helpers
+    def _call(self, request: Request, route: str) -> HttpCall:
+        return HttpCall(request, route, tracer=self._tracer, metrics=self._metrics, access_log=self._config.access_log)
+
+    def _error(self, call: HttpCall, error: HttpError) -> Response:
+        call.finish(error.status, error.code)
+        return JSONResponse(error.body, status_code=error.status, headers=error.headers)
+
+    def _served_name(self) -> str:
+        return self._config.served_model_name or self._pipeline.model.model_id
+
+    async def _authenticate(self, request: Request, scope: str) -> Principal | None:
+        if self._auth is None:
+            return None
+        values = request.headers.getlist("authorization")
+        if len(values) > 1:
+            raise TokenRejectedError("duplicate", "more than one Authorization header; send exactly one")
+        principal = await self._auth.check(values[0] if values else None, scope)
+        log_context.set_subject(principal.subject)
+        return principal
+
+    async def _parse(self, request: Request, model: type[Body], call: Call) -> Body:
+        raw = await _read_body(request, self._config.max_request_bytes)
+        body = self._pipeline.converted(call, lambda: _validate(model, raw))
+        name = getattr(body, "model", "")
+        if name not in {self._served_name(), self._pipeline.model.model_id}:
+            raise errors.ModelNotFoundError(name, self._served_name())
+        return body
+
+
+def _validate(model: type[Body], raw: bytes) -> Body:
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as error:
+        problems = error.errors(include_url=False)
+        first = problems[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        if first["type"] == "json_invalid":
+            raise InvalidRequestError("body", f"the body is not valid JSON: {first['msg']}") from None
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise InvalidRequestError(where, f"{first['msg']}{more}") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError("body", f"the body has {declared} bytes; at most {limit} (--max-request-bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError("body", f"the body is over {limit} bytes (--max-request-bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client closes its connection (the body has been read by now)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _session_id(request: Request) -> str:
+    value = request.headers.get(names.SESSION_HEADER, "")
+    return value[:MAX_SESSION_ID_CHARS] if value.isprintable() else ""
+
+
+async def _route_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    body = {"error": {"message": f"{request.method} {request.url.path}: {getattr(exc, 'detail', '')}",
+                      "type": "invalid_request_error", "param": None, "code": None}}  # fmt: skip
+    return JSONResponse(body, status_code=status)

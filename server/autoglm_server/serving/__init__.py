@@ -1,0 +1,1 @@
+"""The transport-neutral request path that both front doors (gRPC, OpenAI HTTP) share."""

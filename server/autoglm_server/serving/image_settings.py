@@ -1,0 +1,66 @@
+"""Settings of the image parts of chat requests (part of config.Settings).
+
+Images are attacker input: each cap below is checked before the work it bounds (bytes before base64
+decoding, pixels from the header before any pixel is decoded), and the daemon fetches nothing a caller
+names unless an operator allowed it here.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from autoglm_server.serving.image_urls import parse_prefix
+
+MIB = 1024 * 1024
+
+# Pillow's own decompression-bomb threshold (PIL.Image.MAX_IMAGE_PIXELS; a test checks it stays equal).
+# Image.open warns above it and raises above twice it; capping our limit here means an image that
+# passes our check can never make Pillow warn, so no DecompressionBombWarning ever escapes.
+PILLOW_MAX_IMAGE_PIXELS = 89_478_485
+
+
+class ImageSettings(BaseModel):
+    """Caps on the images of a request, and the image URLs an operator allows the daemon to read."""
+
+    max_image_bytes: int = Field(
+        16 * MIB,
+        ge=1,
+        description="largest encoded image, in bytes (after base64 decoding); the length of a data: URL is"
+        " checked against it before decoding",
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        le=PILLOW_MAX_IMAGE_PIXELS,
+        description="largest image in pixels (width x height), read from the image header before any pixel"
+        " is decoded: a small file that claims a huge size (a decompression bomb) is refused",
+    )
+    limit_images_per_request: int = Field(
+        10, ge=0, description="most images in one request, over all its messages (the vLLM engine uses it too)"
+    )
+    max_request_image_bytes: int = Field(
+        64 * MIB, ge=1, description="most encoded image bytes in one request, over all its images"
+    )
+    allowed_image_url_prefixes: list[str] = Field(
+        default_factory=list,
+        description="http(s):// URL prefixes (e.g. https://cdn.example.com/screens/) the daemon may fetch"
+        " images from. Empty (the default) refuses every http(s) image URL: fetching a URL a caller names"
+        " is server-side request forgery into the pod network and cloud metadata endpoints. End each prefix"
+        " with '/'; redirects are never followed",
+    )
+    allowed_local_image_dir: str = Field(
+        "",
+        description="directory below which file:// image URLs may be read (symlinks resolved, the file must"
+        " stay inside). Empty (the default) refuses every file:// URL: a caller must never read the"
+        " server's local files",
+    )
+    image_fetch_timeout: float = Field(
+        10.0, gt=0, description="seconds one fetch of an allowed http(s) image URL may take in all"
+    )
+
+    @field_validator("allowed_image_url_prefixes")
+    @classmethod
+    def _check_prefixes(cls, prefixes: list[str]) -> list[str]:
+        for prefix in prefixes:
+            parse_prefix(prefix)  # raises ValueError naming what is wrong
+        return prefixes
