@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Tools the test suite needs beside the Python packages: buf (npm), and the mesh tools
-# (kubectl, checkov in its own virtualenv) from .ci/mesh-tools.sh.
+# Tools the test suite needs beside the Python packages: buf (npm), the mesh tools
+# (kubectl, checkov in its own virtualenv) from .ci/mesh-tools.sh, and prometheus/promtool from .ci/prometheus.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .tools/node_modules/.bin/buf ]; then
@@ -8,4 +8,8 @@ if [ ! -x .tools/node_modules/.bin/buf ]; then
 fi
 if [ -f .ci/mesh-tools.sh ]; then
     bash .ci/mesh-tools.sh
+fi
+# prometheus + promtool (Debian's package) for tests/monitoring.
+if [ -f .ci/prometheus.sh ]; then
+    bash .ci/prometheus.sh
 fi

@@ -16,7 +16,6 @@ from grafana_foundation_sdk.builders import prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DataSourceRef, VariableRefresh
-
 from monitoring_rules import CAPACITY_REASONS, SERVER_ERROR_CODES
 
 UID = "autoglm-server"
@@ -139,7 +138,8 @@ def _capacity() -> list[timeseries.Panel]:
             "percentunit",
             [
                 (
-                    f"sum by (pod) (autoglm_token_budget_used{{{SEL}}}) / sum by (pod) (autoglm_token_budget_total{{{SEL}}})",
+                    f"sum by (pod) (autoglm_token_budget_used{{{SEL}}})"
+                    f" / sum by (pod) (autoglm_token_budget_total{{{SEL}}})",
                     "{{pod}}",
                 )
             ],

@@ -66,13 +66,15 @@ def recorded(t: Tuning) -> dict[str, str]:
     w = t.window
     q = {
         f"autoglm:time_to_first_token_seconds:p{int(p * 100)}_rate{w}": (
-            f"histogram_quantile({p}, sum by ({BY_VERSION}, le) (rate(autoglm_time_to_first_token_seconds_bucket[{w}])))"
+            f"histogram_quantile({p}, sum by ({BY_VERSION}, le)"
+            f" (rate(autoglm_time_to_first_token_seconds_bucket[{w}])))"
         )
         for p in (0.5, 0.95, 0.99)
     }
     q |= {
         f"autoglm:inter_token_latency_seconds:p{int(p * 100)}_rate{w}": (
-            f"histogram_quantile({p}, sum by ({BY_VERSION}, le) (rate(autoglm_inter_token_latency_seconds_bucket[{w}])))"
+            f"histogram_quantile({p}, sum by ({BY_VERSION}, le)"
+            f" (rate(autoglm_inter_token_latency_seconds_bucket[{w}])))"
         )
         for p in (0.5, 0.95, 0.99)
     }

@@ -42,6 +42,11 @@ class Outcome:
     hung: bool = False
     cancelled_by_client: bool = False
     retry_after_s: float | None = None
+    # HTTP calls only (tests/helpers/http_calls.py): the response status (None: no response, e.g.
+    # connection refused) and its Retry-After header in whole seconds; `code` is the gRPC code of
+    # the same failure, as the daemon's requests metric counts it.
+    http_status: int | None = None
+    retry_after_header: str | None = None
 
     @property
     def latency_s(self) -> float:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from prometheus_tools import write_rules
 
 START_TIMEOUT_S = 30.0
@@ -57,7 +56,9 @@ def _config(target: str, rules: Path, interval: str) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(rules)],
-        "scrape_configs": [{"job_name": "autoglm", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}],
+        "scrape_configs": [
+            {"job_name": "autoglm", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
+        ],
     }
 
 

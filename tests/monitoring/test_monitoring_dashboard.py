@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import monitoring_dashboard
 import pytest
+import yaml
 from exported import exported_metric_names
 from grafana_foundation_sdk.models.dashboard import Dashboard
 from prometheus_tools import promtool_run, write_rules
 from promql_names import metric_names, without_grafana_variables
+
+# The mesh suite's renderer and strict Kubernetes validation (tests/mesh/meshcheck).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mesh"))
+from meshcheck import core, render
+from meshcheck.tools import KUBECTL
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,9 @@ def test_every_expression_parses_with_promtool(promtool: str, board: dict[str, A
 
 def test_promtool_rejects_a_broken_expression(promtool: str, tmp_path: Path) -> None:
     broken = [{"record": "dashboard:broken", "expr": "sum by (le (rate(autoglm_requests_total[5m]))"}]
-    proc = promtool_run(promtool, "check", "rules", str(write_rules([{"name": "d", "rules": broken}], tmp_path / "b.yaml")))
+    proc = promtool_run(
+        promtool, "check", "rules", str(write_rules([{"name": "d", "rules": broken}], tmp_path / "b.yaml"))
+    )
     assert proc.returncode != 0
 
 
@@ -94,3 +103,16 @@ def test_every_metric_is_in_the_daemon_registry(board: dict[str, Any]) -> None:
         "autoglm_auth_failures_total",
     ):
         assert needed in used, needed
+
+
+def test_monitoring_kustomization_ships_both(monitoring_dir: Path, board: dict[str, Any]) -> None:
+    """`kubectl apply -k mesh/monitoring` applies the rule file and the dashboard, unchanged and valid."""
+    kubectl = KUBECTL.require()
+    docs = render.parse(render.kustomize(kubectl, monitoring_dir))
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"PrometheusRule", "ConfigMap"}
+    assert kinds["PrometheusRule"] == yaml.safe_load((monitoring_dir / "prometheusrule.yaml").read_text())
+    config_map = kinds["ConfigMap"]
+    assert core.validate_core(config_map) == []
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["dashboard.json"]) == board

@@ -44,10 +44,10 @@ def test_checked_in_rules_mean_the_source(checked_in: dict[str, object]) -> None
 
 
 @pytest.mark.parametrize("tuning", ["production", "end-to-end"])
-def test_promtool_accepts_the_rules(
-    promtool: str, checked_in: dict[str, object], tmp_path: Path, tuning: str
-) -> None:
-    groups = checked_in["spec"]["groups"] if tuning == "production" else monitoring_rules.groups(monitoring_rules.END_TO_END)  # type: ignore[index]
+def test_promtool_accepts_the_rules(promtool: str, checked_in: dict[str, object], tmp_path: Path, tuning: str) -> None:
+    groups = (
+        checked_in["spec"]["groups"] if tuning == "production" else monitoring_rules.groups(monitoring_rules.END_TO_END)
+    )  # type: ignore[index]
     path = write_rules(groups, tmp_path / "rules.yaml")
     proc = promtool_run(promtool, "check", "rules", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -103,4 +103,3 @@ def test_every_metric_is_exported_or_recorded(checked_in: dict[str, object]) -> 
 def test_the_name_check_catches_a_typo() -> None:
     assert "autoglm_requests_totl" in metric_names("sum(rate(autoglm_requests_totl[5m]))")
     assert "autoglm_requests_totl" not in exported_metric_names()
-

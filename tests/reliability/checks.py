@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import grpc
 
@@ -40,6 +40,27 @@ def generate_codes(snapshot: Snapshot) -> dict[str, float]:
     return out
 
 
+# The HTTP routes that generate (their requests_total series carry protocol="http").
+HTTP_GENERATE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+def http_codes(snapshot: Snapshot) -> dict[str, float]:
+    """autoglm_requests_total of the HTTP completion routes, by code."""
+    out: dict[str, float] = {}
+    for (name, labels), value in snapshot.samples.items():
+        found = dict(labels)
+        if (
+            name == "autoglm_requests_total"
+            and found.get("protocol") == "http"
+            and found.get("method") in HTTP_GENERATE_ROUTES
+        ):
+            out[found["code"]] = out.get(found["code"], 0.0) + value
+    return out
+
+
+CodesOf = Callable[[Snapshot], dict[str, float]]
+
+
 def engine_load(snapshot: Snapshot) -> tuple[float, float, float]:
     return (
         snapshot.value("autoglm_requests_running"),
@@ -61,7 +82,7 @@ async def wait_engine_idle(daemon: Daemon, timeout_s: float = IDLE_TIMEOUT_S) ->
         await asyncio.sleep(0.1)
 
 
-async def quiet_snapshot(daemon: Daemon, settle_s: float = 0.3) -> Snapshot:
+async def quiet_snapshot(daemon: Daemon, settle_s: float = 0.3, codes_of: CodesOf = generate_codes) -> Snapshot:
     """A scrape taken once the engine is idle and the request counters stopped moving.
 
     The server counts an RPC when its task ends, a moment after the client saw the end: a scrape
@@ -72,15 +93,15 @@ async def quiet_snapshot(daemon: Daemon, settle_s: float = 0.3) -> Snapshot:
     while True:
         await asyncio.sleep(settle_s)
         current = await asyncio.to_thread(scrape_or_empty, daemon.admin_url)
-        if generate_codes(current) == generate_codes(previous):
+        if codes_of(current) == codes_of(previous):
             return current
         previous = current
 
 
 async def assert_metrics_match(
-    daemon: Daemon, before: Snapshot, ledger: Ledger, *, timeout_s: float = 10.0
+    daemon: Daemon, before: Snapshot, ledger: Ledger, *, timeout_s: float = 10.0, codes_of: CodesOf = generate_codes
 ) -> dict[str, int]:
-    """autoglm_requests_total{Generate} grew by exactly what the ledger recorded.
+    """autoglm_requests_total{Generate} (or what `codes_of` selects) grew by exactly what the ledger recorded.
 
     The server counts a call when its task ends, which can be a moment after the client saw the end,
     so this polls until the totals agree or timeout_s passes.
@@ -88,7 +109,7 @@ async def assert_metrics_match(
     deadline = time.monotonic() + timeout_s
     while True:
         after = await asyncio.to_thread(scrape, daemon.admin_url)
-        start, end = generate_codes(before), generate_codes(after)
+        start, end = codes_of(before), codes_of(after)
         server = {code: int(end[code] - start.get(code, 0.0)) for code in end if end[code] - start.get(code, 0.0)}
         if sum(server.values()) >= ledger.sent or time.monotonic() > deadline:
             break

@@ -81,7 +81,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"### {result['model']} ({result['dtype']}, {result['device']}, {result['torch_threads']} torch threads)",
+        f"### {result['model']} ({result['dtype']}, {result['device']}, {result['torch_threads']} torch threads"
+        f"{' (auto)' if result.get('torch_threads_flag') == 0 else ''})",
         "",
         "Tokens/s: the best of the rounds; the ratios below pair runs of the same round.",
         "",
