@@ -52,6 +52,10 @@ def _pair(text: str) -> tuple[int, int]:
 
 def bench_main(argv: list[str]) -> int:
     """Run the benchmark; returns the exit status (1 when a target is missed, 2 on bad arguments)."""
+    from autoglm_server.bench.routing import alternative  # --agent and --engine vllm live there
+
+    if (other := alternative(argv)) is not None:
+        return other(argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     try:

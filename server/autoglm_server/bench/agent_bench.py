@@ -1,0 +1,234 @@
+"""`autoglm-server bench --agent`: the agent workload per step, vLLM with prefix caching on and off,
+and the built-in engine (which has no prefix cache) as the baseline, on one model.
+
+Every server under test is started once and kept up for the whole run; each round runs the workload
+against every server in turn (so a pair sees the same load from elsewhere on a shared machine), and
+the target is the median over rounds of the step-10 TTFT ratio within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import statistics
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from autoglm_server.bench import vllm_options
+from autoglm_server.bench.agent import AgentWorkload, run_agent
+from autoglm_server.bench.processes import Server, running_daemon
+
+log = logging.getLogger("autoglm_server.bench")
+
+BUILTIN = "builtin"
+PREFIX_ON = "vllm prefix cache on"
+PREFIX_OFF = "vllm prefix cache off"
+TTFT_TARGET = 0.3  # step-10 TTFT with prefix caching / without, at most
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoglm-server bench --agent",
+        description="Agent sessions re-sending their growing history: TTFT and end-to-end per step.",
+    )
+    parser.add_argument("--agent", action="store_true", required=True, help="run the agent benchmark")
+    vllm_options.add_vllm_options(parser)
+    parser.add_argument(
+        "--engine",
+        default=BUILTIN,
+        choices=[BUILTIN, "vllm"],
+        help="builtin: the built-in engine only; vllm: vLLM (see --prefix-caching) and the builtin baseline",
+    )
+    parser.add_argument("--prefix-caching", default="both", choices=["on", "off", "both"], help="vLLM runs")
+    parser.add_argument(
+        "--vllm-target",
+        default="daemon",
+        choices=["daemon", "server"],
+        help="daemon: this daemon with --engine vllm; server: vLLM's own OpenAI server",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="with --engine vllm, skip the builtin run")
+    parser.add_argument("--vision", default="auto", choices=["auto", "on", "off"], help="screenshots per step")
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--system-chars", type=int, default=2500, help="length of the system prompt")
+    parser.add_argument("--reply-tokens", type=int, default=64, help="tokens of every reply (ignore_eos)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the workload on every server")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run the agent benchmark; 0 when the targets are met (or none applies), 1 if missed, 2 on errors."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    try:
+        result = run(args)
+    except (RuntimeError, ValueError) as exc:
+        print(f"autoglm-server bench --agent: {exc}", file=sys.stderr)
+        return 2
+    for path in write(result, args.output_dir):
+        print(f"wrote {path}")
+    print(markdown(result))
+    return 0 if all(t["met"] for t in result["targets"]) else 1
+
+
+def workload_of(args: argparse.Namespace, run_id: int = 0) -> AgentWorkload:
+    vision = vllm_options.is_vision_model(args.model) if args.vision == "auto" else args.vision == "on"
+    return AgentWorkload(
+        sessions=args.sessions,
+        steps=args.steps,
+        system_chars=args.system_chars,
+        reply_tokens=args.reply_tokens,
+        vision=vision,
+        run_id=run_id,
+    )
+
+
+def _runs(args: argparse.Namespace) -> list[str]:
+    names = [BUILTIN] if args.engine == BUILTIN or not args.no_baseline else []
+    if args.engine == "vllm":
+        names += {"on": [PREFIX_ON], "off": [PREFIX_OFF], "both": [PREFIX_ON, PREFIX_OFF]}[args.prefix_caching]
+    return names
+
+
+@contextlib.contextmanager
+def _server(args: argparse.Namespace, name: str, max_running: int) -> Iterator[Server]:
+    if name == BUILTIN:
+        with running_daemon(
+            name, sys.executable, args.model, vllm_options.daemon_args(args, engine=BUILTIN, max_running=max_running)
+        ) as server:
+            yield server
+        return
+    prefix = name == PREFIX_ON
+    env = vllm_options.vllm_env(args)
+    python = vllm_options.vllm_python(args)
+    if args.vllm_target == "server":
+        from autoglm_server.bench.peer import running_vllm_server
+
+        peer = vllm_options.peer_args(args, max_running=max_running) + vllm_options.prefix_peer_args(prefix)
+        with running_vllm_server(name, python, args.model, peer, env) as server:
+            yield server
+        return
+    flags = vllm_options.daemon_args(args, engine="vllm", max_running=max_running)
+    with running_daemon(name, python, args.model, flags + vllm_options.prefix_daemon_args(prefix), env) as server:
+        yield server
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from autoglm_server.bench import report
+
+    names = _runs(args)
+    workload = workload_of(args)
+    info = report.machine()
+    result: dict[str, Any] = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "device": args.device,
+        "vllm_target": args.vllm_target,
+        "workload": asdict(workload),
+        "rounds": args.rounds,
+        "runs": {name: [] for name in names},
+        "started_s": {},
+    }
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for name in names:
+            servers[name] = stack.enter_context(_server(args, name, max(32, args.sessions)))
+            result["started_s"][name] = servers[name].started_s
+        for round_ in range(max(1, args.rounds)):
+            for name in names:
+                log.info("round %d: %s", round_ + 1, name)
+                outcome = asyncio.run(run_agent(servers[name].http_url, workload_of(args, run_id=round_)))
+                result["runs"][name].append(outcome)
+    info["load_average_1m_at_end"] = os.getloadavg()[0]
+    result["machine"] = info
+    result["summary"] = {name: summarize(rounds) for name, rounds in result["runs"].items()}
+    result["targets"] = targets(result)
+    return result
+
+
+def summarize(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per step, the median over rounds of the sessions' TTFT p50, e2e p50 and prompt length."""
+    steps = len(rounds[0]["steps"])
+    rows = []
+    for index in range(steps):
+        per_round = [r["steps"][index] for r in rounds]
+        rows.append(
+            {
+                "step": index + 1,
+                "ttft_p50_ms": statistics.median(s["ttft_ms"]["p50"] for s in per_round),
+                "ttft_max_ms": statistics.median(s["ttft_ms"]["p99"] for s in per_round),
+                "e2e_p50_ms": statistics.median(s["e2e_ms"]["p50"] for s in per_round),
+                "prompt_tokens_mean": statistics.median(s["prompt_tokens_mean"] for s in per_round),
+                "messages": per_round[0]["messages"],
+            }
+        )
+    return rows
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    runs = result["runs"]
+    if PREFIX_ON not in runs or PREFIX_OFF not in runs:
+        return []
+    ratios = [
+        on["steps"][-1]["ttft_ms"]["p50"] / off["steps"][-1]["ttft_ms"]["p50"]
+        for on, off in zip(runs[PREFIX_ON], runs[PREFIX_OFF], strict=True)
+    ]
+    ratio = statistics.median(ratios)
+    steps = result["workload"]["steps"]
+    return [
+        {
+            "target": f"step-{steps} TTFT p50, prefix cache on / off",
+            "ratio": round(ratio, 3),
+            "rounds": [round(r, 3) for r in ratios],
+            "maximum": TTFT_TARGET,
+            "met": ratio <= TTFT_TARGET,
+        }
+    ]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    names = list(result["summary"])
+    workload = result["workload"]
+    lines = [
+        f"### agent: {result['model']} ({result['dtype']}, {'screenshots' if workload['vision'] else 'text only'})",
+        "",
+        f"{workload['sessions']} sessions x {workload['steps']} steps, system prompt {workload['system_chars']} "
+        f"characters, replies of {workload['reply_tokens']} tokens; median of {result['rounds']} round(s); "
+        f"vLLM as `{result['vllm_target']}`. TTFT / end-to-end p50 over the sessions, in ms.",
+        "",
+        "| step | prompt tokens | " + " | ".join(f"{n} TTFT | {n} e2e" for n in names) + " |",
+        "|---:|---:|" + "---:|---:|" * len(names),
+    ]
+    first = result["summary"][names[0]]
+    for index, row in enumerate(first):
+        cells = [str(row["step"]), f"{row['prompt_tokens_mean']:.0f}"]
+        for name in names:
+            step = result["summary"][name][index]
+            cells += [f"{step['ttft_p50_ms']:.1f}", f"{step['e2e_p50_ms']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    started = ", ".join(f"{n} {s:.1f} s" for n, s in result["started_s"].items())
+    lines += ["", f"Start-up to healthy: {started}."]
+    if result["targets"]:
+        lines += ["", "| target | ratio | rounds | maximum | met |", "|---|---:|---|---:|---|"]
+        for t in result["targets"]:
+            rounds = ", ".join(f"{r:.2f}" for r in t["rounds"])
+            lines.append(
+                f"| {t['target']} | {t['ratio']:.2f} | {rounds} | {t['maximum']} | {'yes' if t['met'] else 'NO'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict[str, Any], output_dir: Path) -> list[Path]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path = output_dir / "agent.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path = output_dir / "agent.md"
+    md_path.write_text(markdown(result))
+    return [json_path, md_path]

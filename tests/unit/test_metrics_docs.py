@@ -1,0 +1,31 @@
+"""The metrics tables (README.md and docs/metrics.md) list exactly what the daemon registers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from autoglm_server.engine.types import EngineStats
+from autoglm_server.observability.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _registered() -> set[str]:
+    metrics = Metrics(model="m", version="v")
+    # The engine's gauges appear once an engine is bound (they are read from it at scrape time).
+    metrics.bind_engine(lambda: EngineStats(running=0, waiting=0, reserved_tokens=0, token_budget=1, steps=0, alive=True))
+    names = set()
+    for family in metrics.registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        names.add(family.name + suffix)
+    return names
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/metrics.md"])
+def test_table_lists_every_registered_metric(doc: str) -> None:
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(autoglm_[a-z_]+)` \|", text, flags=re.MULTILINE))
+    assert documented == _registered()
