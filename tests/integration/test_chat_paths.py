@@ -21,7 +21,7 @@ from tests.helpers.daemon import Daemon, running_daemon
 CONVERSATION = [
     {"role": "system", "content": "You are a phone agent. Answer with one action."},
     {"role": "user", "content": "** Screen Info ** the home screen, apps: Settings, Maps"},
-    {"role": "assistant", "content": "do(action=\"Launch\", app=\"Maps\")"},
+    {"role": "assistant", "content": 'do(action="Launch", app="Maps")'},
     {"role": "user", "content": "** Screen Info ** Maps is open"},
 ]
 NEW_TOKENS = 24
@@ -80,4 +80,5 @@ def test_http_chat_equals_grpc_chat(daemon: Daemon) -> None:
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (grpc_reply.usage.prompt_tokens, NEW_TOKENS)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == grpc_reply.text
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == NEW_TOKENS
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == NEW_TOKENS

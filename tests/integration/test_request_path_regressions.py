@@ -19,9 +19,9 @@ from autoglm_server.config import Settings
 from autoglm_server.engine.async_engine import AsyncEngine
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.lifecycle import Phase, ServingState
+from autoglm_server.service import GenerationServicer
 from autoglm_server.serving.image_limits import ImageLimits
 from autoglm_server.serving.pipeline import ServingPipeline
-from autoglm_server.service import GenerationServicer
 from tests.engine.conftest import tiny
 
 LIMITS = convert.RequestLimits(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from meshcheck import consistency
-from meshcheck.render import OVERLAYS, Doc
+from meshcheck import consistency, k8s
+from meshcheck.render import OVERLAYS, Doc, of_kind
+
+from autoglm_server.config import Settings
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -20,3 +22,25 @@ def test_destination_rules_agree_across_overlays(rendered: dict[str, list[Doc]])
         for name, docs in rendered.items()
     }
     assert policies["single"] == policies["canary"] == policies["gpu"]
+
+
+# vLLM engine settings the GPU overlay sets while the vLLM engine's settings are still being added
+# (issue: the vLLM engine). Once Settings has them this set is ignored; drop it then.
+PENDING_VLLM_SETTINGS = {"engine", "tensor_parallel_size", "max_model_len", "enable_prefix_caching"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_autoglm_env_var_is_a_daemon_setting(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    """AUTOGLM_X in a manifest must be the env name of a Settings field, or the daemon ignores it."""
+    fields = set(Settings.model_fields)
+    used = {
+        env["name"].removeprefix("AUTOGLM_").lower()
+        for dep in of_kind(rendered[overlay], "Deployment")
+        for c in k8s.containers(dep)
+        for env in c.get("env", [])
+        if env["name"].startswith("AUTOGLM_")
+    }
+    unknown = used - fields
+    if unknown and unknown <= PENDING_VLLM_SETTINGS:
+        pytest.xfail(f"vLLM settings not in Settings yet: {sorted(unknown)}")
+    assert unknown == set()

@@ -243,6 +243,21 @@ class _EngineCollector(Collector):
         steps = CounterMetricFamily("autoglm_engine_steps", "engine forward steps", labels=keys)
         steps.add_metric(values, stats.steps)
         yield steps
+        # Only engines with a paged KV cache and a prefix cache (vLLM) report these.
+        if stats.kv_cache_usage is not None:
+            usage = GaugeMetricFamily(
+                "autoglm_kv_cache_usage_ratio", "share of the paged KV cache in use (0 to 1)", labels=keys
+            )
+            usage.add_metric(values, stats.kv_cache_usage)
+            yield usage
+        for name, doc, count in (
+            ("autoglm_prefix_cache_queries", "prompt tokens looked up in the prefix cache", stats.prefix_cache_queries),
+            ("autoglm_prefix_cache_hits", "prompt tokens found in the prefix cache", stats.prefix_cache_hits),
+        ):
+            if count is not None:
+                counter = CounterMetricFamily(name, doc, labels=keys)
+                counter.add_metric(values, count)
+                yield counter
 
 
 def metrics_route(metrics: Metrics) -> Route:

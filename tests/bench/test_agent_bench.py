@@ -1,0 +1,117 @@
+"""The agent benchmark and the OpenAI load generator against a real built-in daemon (HTTP front door)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autoglm_client.loadgen import make_requests
+from autoglm_server.bench import agent_bench, openai_load, processes
+from autoglm_server.bench.agent import AgentWorkload, run_agent
+from tests.helpers.daemon import Daemon, running_daemon
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    with running_daemon("--model", "builtin:tiny", "--dtype", "float32", "--auth", "disabled") as running:
+        yield running
+
+
+async def test_history_grows_every_step_and_every_reply_has_its_length(daemon: Daemon) -> None:
+    workload = AgentWorkload(sessions=2, steps=3, system_chars=200, reply_tokens=4)
+    outcome = await run_agent(daemon.http_url, workload)
+    steps = outcome["steps"]
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert all(s["sessions"] == 2 for s in steps)
+    # system + k user messages + (k - 1) kept replies
+    assert [s["messages"] for s in steps] == [2, 4, 6]
+    prompts = [s["prompt_tokens_mean"] for s in steps]
+    assert prompts[0] > 200  # the system prompt is in every request
+    assert prompts[0] < prompts[1] < prompts[2]
+    assert all(s["completion_tokens_mean"] == 4 for s in steps)
+    for sample in outcome["samples"]:
+        assert 0 < sample["ttft_ms"] <= sample["e2e_ms"]
+    assert len(outcome["samples"]) == 6
+
+
+async def test_openai_load_counts_every_token_of_every_request(daemon: Daemon) -> None:
+    client = openai_load.make_client(daemon.http_url)
+    try:
+        model = openai_load.served_model(await client.models.list())
+    finally:
+        await client.close()
+    requests = make_requests(5, prompt_tokens=(8, 8), max_new_tokens=(6, 6), vocab_size=256, seed=0)
+    report = await openai_load.run_openai_load(daemon.http_url, requests, concurrency=2, model=model)
+    assert report.errors == {}
+    assert report.completed == 5
+    assert report.generated_tokens == 30
+    assert report.tokens_per_s > 0
+    assert report.ttft_ms.count == 5 and report.ttft_ms.p50 > 0
+    assert report.itl_ms.count > 0
+
+
+async def test_openai_load_counts_refusals_by_status(daemon: Daemon) -> None:
+    requests = make_requests(2, prompt_tokens=(4, 4), max_new_tokens=(2, 2), vocab_size=256, seed=0)
+    report = await openai_load.run_openai_load(daemon.http_url, requests, concurrency=1, model="no-such-model")
+    assert report.completed == 0
+    assert sum(report.errors.values()) == 2
+    assert all(name.startswith("HTTP 4") for name in report.errors)
+
+
+def test_the_cli_runs_the_builtin_agent_workload_and_writes_its_report(tmp_path: Path) -> None:
+    argv = [
+        "--agent", "--model", "builtin:tiny", "--dtype", "float32", "--output-dir", str(tmp_path),
+        "--sessions", "2", "--steps", "2", "--system-chars", "120", "--reply-tokens", "3",
+    ]  # fmt: skip
+    assert agent_bench.main(argv) == 0  # no vLLM run: no target applies
+    data = json.loads((tmp_path / "agent.json").read_text())
+    assert list(data["runs"]) == ["builtin"]
+    assert len(data["runs"]["builtin"]) == 1
+    summary = data["summary"]["builtin"]
+    assert [row["step"] for row in summary] == [1, 2]
+    assert summary[0]["prompt_tokens_mean"] < summary[1]["prompt_tokens_mean"]
+    assert data["targets"] == []
+    table = (tmp_path / "agent.md").read_text()
+    assert "| step | prompt tokens | builtin TTFT | builtin e2e |" in table
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_stop_leaves_no_child_of_the_server_behind(tmp_path: Path) -> None:
+    # A stand-in for vLLM's server: a leader that spawns a worker (its engine core) and ignores SIGTERM's
+    # meaning for the child. stop() must end both.
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import pathlib, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(child.pid))\n"
+        "time.sleep(120)\n"
+    )
+    process = processes.spawn([sys.executable, "-c", script], tmp_path / "log")
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, (tmp_path / "log").read_text()
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    assert _alive(child)
+    processes.stop(process)
+    assert process.poll() is not None
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+    assert os.getpid() != child
