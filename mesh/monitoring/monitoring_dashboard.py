@@ -145,6 +145,20 @@ def _capacity() -> list[timeseries.Panel]:
             ],
             "Share of the engine's KV token budget that admitted requests hold; the saturation alert fires at 95 %.",
         ),
+        _series(
+            "KV cache use and prefix-cache hit ratio (vLLM)",
+            "percentunit",
+            [
+                (f"max by (pod) (autoglm_kv_cache_usage_ratio{{{SEL}}})", "{{pod}} KV cache used"),
+                (
+                    f"sum by (pod) (rate(autoglm_prefix_cache_hits_total{{{SEL}}}{RATE}))"
+                    f" / sum by (pod) (rate(autoglm_prefix_cache_queries_total{{{SEL}}}{RATE}))",
+                    "{{pod}} prefix hits",
+                ),
+            ],
+            "Engines with a paged KV cache only. A low hit ratio under agent traffic means the session hash is "
+            "not keeping agents on their replica (header missing, or pods churning).",
+        ),
     ]
 
 

@@ -38,6 +38,7 @@ class Tuning:
     rejection_ratio: float = 0.05
     waiting_per_pod: float = 8.0  # twice the HPA's target of 4 waiting per pod
     token_budget_ratio: float = 0.95
+    kv_usage_ratio: float = 0.95
     unready_share: float = 0.25
     auth_failures_per_s: float = 1.0
     key_stale_s: float = 900.0  # 15 missed refreshes; pods turn unready at 3600 s (key_max_staleness)
@@ -150,10 +151,12 @@ def alerts(t: Tuning) -> list[Alert]:
             "AutoglmSaturated",
             f"max by ({BY_POD}) (avg_over_time(autoglm_requests_waiting[{w}])) >= {t.waiting_per_pod}"
             f" or max by ({BY_POD}) (avg_over_time(autoglm_token_budget_used[{w}]))"
-            f" / max by ({BY_POD}) (autoglm_token_budget_total) > {t.token_budget_ratio}",
+            f" / max by ({BY_POD}) (autoglm_token_budget_total) > {t.token_budget_ratio}"
+            # vLLM's paged KV cache (reported only by engines that have one).
+            f" or max by ({BY_POD}) (avg_over_time(autoglm_kv_cache_usage_ratio[{w}])) > {t.kv_usage_ratio}",
             "5m",
             "warning",
-            "{{ $labels.pod }} is saturated (waiting requests or KV token budget)",
+            "{{ $labels.pod }} is saturated (waiting requests, KV token budget or KV cache)",
         ),
         Alert(
             "AutoglmRejectionsHigh",

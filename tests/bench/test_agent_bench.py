@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -54,7 +53,8 @@ async def test_openai_load_counts_every_token_of_every_request(daemon: Daemon) -
     assert report.completed == 5
     assert report.generated_tokens == 30
     assert report.tokens_per_s > 0
-    assert report.ttft_ms.count == 5 and report.ttft_ms.p50 > 0
+    assert report.ttft_ms.count == 5
+    assert report.ttft_ms.p50 > 0
     assert report.itl_ms.count > 0
 
 
@@ -92,8 +92,8 @@ def _alive(pid: int) -> bool:
 
 
 def test_stop_leaves_no_child_of_the_server_behind(tmp_path: Path) -> None:
-    # A stand-in for vLLM's server: a leader that spawns a worker (its engine core) and ignores SIGTERM's
-    # meaning for the child. stop() must end both.
+    # A stand-in for vLLM's server: a leader that spawns a worker (as vLLM spawns its engine core);
+    # SIGTERM ends the leader only, so stop() must reach the worker through the process group.
     pid_file = tmp_path / "child.pid"
     script = (
         "import pathlib, subprocess, sys, time\n"
@@ -114,4 +114,3 @@ def test_stop_leaves_no_child_of_the_server_behind(tmp_path: Path) -> None:
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
-    assert os.getpid() != child

@@ -26,7 +26,8 @@ def test_a_vision_step_carries_one_new_screenshot_first_and_the_history_drops_it
     message = agent.user_message(workload, 0, 1, urls[(0, 1)])
     image_part, text_part = message["content"]
     assert image_part["type"] == "image_url"
-    assert text_part["type"] == "text" and agent.task(0) in text_part["text"]
+    assert text_part["type"] == "text"
+    assert agent.task(0) in text_part["text"]
     png = base64.b64decode(image_part["image_url"]["url"].removeprefix("data:image/png;base64,"))
     assert Image.open(io.BytesIO(png)).size == screens.SCREEN_SIZE
     kept = agent.without_images(message)
@@ -38,7 +39,8 @@ def test_a_text_step_is_plain_text_and_later_steps_carry_screen_info() -> None:
     workload = agent.AgentWorkload(sessions=1, steps=2)
     assert agent.screenshots(workload) == {}
     later = agent.user_message(workload, 0, 2, None)
-    assert isinstance(later["content"], str) and later["content"].startswith("** Screen Info **")
+    assert isinstance(later["content"], str)
+    assert later["content"].startswith("** Screen Info **")
     assert agent.without_images(later) == later
 
 
@@ -59,6 +61,7 @@ def test_routing_sends_agent_and_vllm_runs_to_their_modules() -> None:
     assert routing.alternative(["--agent", "--model", "m", "--output-dir", "o"]) is agent_bench.main
     assert routing.alternative(["--model", "builtin:tiny", "--output-dir", "o"]) is None
     vllm_entry = routing.alternative(["--engine", "vllm", "--model", "m"])
-    assert vllm_entry is not None and vllm_entry.__module__ == "autoglm_server.bench.vllm_bench"
+    assert vllm_entry is not None
+    assert vllm_entry.__module__ == "autoglm_server.bench.vllm_bench"
     assert routing.alternative(["--engine=tgi"]) is not None
     assert routing.alternative(["--engine=tgi"])(["--engine=tgi"]) == 2  # type: ignore[misc]

@@ -101,19 +101,28 @@ async def run_call(http: httpx2.AsyncClient, plan: HttpPlan, ledger: Ledger) -> 
             max_new_tokens=plan.body.get("max_tokens"),
         )
     )
-    reader = asyncio.ensure_future(_exchange(http, plan, outcome))
+    sent = asyncio.Event()
+    reader = asyncio.ensure_future(_exchange(http, plan, outcome, sent))
     try:
-        await _supervise(reader, plan, outcome)
+        await _supervise(reader, sent, plan, outcome)
     finally:
         outcome.ended_at = time.monotonic()
         ledger.close(outcome)
     return outcome
 
 
-async def _supervise(reader: asyncio.Future[None], plan: HttpPlan, outcome: Outcome) -> None:
-    """Wait for the reader; cancel it (closing its connection) at cancel_after_s or at the guard."""
+async def _supervise(reader: asyncio.Future[None], sent: asyncio.Event, plan: HttpPlan, outcome: Outcome) -> None:
+    """Wait for the reader; cancel it (closing its connection) at cancel_after_s or at the guard.
+
+    cancel_after_s counts from when the whole request was written: a request given up before its
+    bytes left the client never reached the server, and would be a call the server cannot count.
+    """
     limit = plan.timeout_s + GUARD_SLACK_S
-    if plan.cancel_after_s is not None and plan.cancel_after_s < limit:
+    if plan.cancel_after_s is not None:
+        waiter = asyncio.ensure_future(sent.wait())
+        await asyncio.wait({reader, waiter}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    if plan.cancel_after_s is not None and plan.cancel_after_s < limit and not reader.done():
         done, _ = await asyncio.wait({reader}, timeout=plan.cancel_after_s)
         if not done:
             outcome.cancelled_by_client = True
@@ -144,9 +153,15 @@ def _mark_cancelled(outcome: Outcome) -> None:
     outcome.message = "connection closed by the client"
 
 
-async def _exchange(http: httpx2.AsyncClient, plan: HttpPlan, outcome: Outcome) -> None:
+async def _exchange(http: httpx2.AsyncClient, plan: HttpPlan, outcome: Outcome, sent: asyncio.Event) -> None:
+    async def trace(event: str, info: Mapping[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            sent.set()
+
     try:
-        async with http.stream("POST", plan.path, json=dict(plan.body), headers=dict(plan.headers)) as response:
+        async with http.stream(
+            "POST", plan.path, json=dict(plan.body), headers=dict(plan.headers), extensions={"trace": trace}
+        ) as response:
             outcome.http_status = response.status_code
             outcome.retry_after_header = response.headers.get("retry-after")
             if response.status_code != 200:

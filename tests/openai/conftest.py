@@ -1,5 +1,8 @@
-"""One daemon with auth on (a real OpenBao), traces to an OTLP receiver, shared by this folder's modules
-that need auth: starting it costs most of their time on a small machine."""
+"""The two daemons this folder's modules share (starting one costs most of a module's time on a small
+machine): one with auth on (a real OpenBao) and traces to an OTLP receiver; one over the vision
+stand-in (vision_standin.py) with one batch row, no queue and low image caps, auth off.
+
+test_overload_and_cancel.py ends by draining the stand-in daemon: it is the last module to use it."""
 
 from __future__ import annotations
 
@@ -11,7 +14,12 @@ import pytest
 from tests.helpers.daemon import Daemon, running_daemon
 from tests.helpers.openbao import OpenBao, running_openbao
 from tests.helpers.otlp_receiver import OtlpReceiver, otlp_receiver
-from tests.openai.support import SERVED, bootstrap_vault, daemon_vault_env, mint
+from tests.openai.support import SERVED, bootstrap_vault, daemon_vault_env, mint, running_module_daemon
+
+# The stand-in daemon's caps, low so that the tests' bodies stay small.
+MAX_IMAGE_BYTES = 200_000
+IMAGES_PER_REQUEST = 2
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,4 +57,16 @@ def auth_daemon(vault_server: OpenBao, receiver: OtlpReceiver) -> Iterator[Daemo
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     with running_daemon("--served-model-name", SERVED, "--log-format", "json", env=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="package")
+def standin_daemon() -> Iterator[Daemon]:
+    """builtin:tiny behind the vision stand-in, as autoglm-phone-9b: --max-running 1 --max-waiting 0,
+    image caps from the daemon's own flags, prompts logged (to see what the engine was given)."""
+    args = ["--auth", "disabled", "--served-model-name", SERVED, "--log-format", "json", "--log-prompts"]
+    args += ["--max-running", "1", "--max-waiting", "0"]
+    args += ["--max-image-bytes", str(MAX_IMAGE_BYTES), "--limit-images-per-request", str(IMAGES_PER_REQUEST)]
+    args += ["--max-request-bytes", str(MAX_REQUEST_BYTES)]
+    with running_module_daemon("tests.openai.vision_standin", *args) as running:
         yield running

@@ -59,11 +59,13 @@ def daemon_vault_env(server: OpenBao) -> dict[str, str]:
 
 def sdk(daemon: Daemon, api_key: str, **options: Any) -> openai.OpenAI:
     """The official sync client against the daemon; no retries, so a status reaches the test as it is."""
-    return openai.OpenAI(base_url=daemon.http_url, api_key=api_key, max_retries=0, timeout=120, **options)
+    options = {"max_retries": 0, "timeout": 120.0, **options}
+    return openai.OpenAI(base_url=daemon.http_url, api_key=api_key, **options)
 
 
 def async_sdk(daemon: Daemon, api_key: str, **options: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=daemon.http_url, api_key=api_key, max_retries=0, timeout=120, **options)
+    options = {"max_retries": 0, "timeout": 120.0, **options}
+    return openai.AsyncOpenAI(base_url=daemon.http_url, api_key=api_key, **options)
 
 
 def root_url(daemon: Daemon) -> str:

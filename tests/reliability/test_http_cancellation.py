@@ -111,8 +111,8 @@ async def test_http_cancellation_storm_frees_every_slot(
         # A close that lost the race with the last chunk the server wrote counts OK there: the
         # server can count fewer cancels than the clients made, never more, and no other failure.
         assert server_codes.get("CANCELLED", 0) <= cancelled
-        assert rejections.get("cancelled", 0) == server_codes.get("CANCELLED", 0), rejections
-        assert set(rejections) <= {"cancelled"}, rejections
+        # A cancel is the caller's doing, not a refusal: it is counted under requests_total's code only.
+        assert not rejections, f"the storm made the server refuse requests: {rejections}"
         await _still_serves(daemon, http)
     assert idle.value("autoglm_requests_running") == 0
     figures.append(

@@ -67,6 +67,7 @@ def main(argv: list[str]) -> int:
     """Run the agent benchmark; 0 when the targets are met (or none applies), 1 if missed, 2 on errors."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    vllm_options.quiet_http_logs()
     try:
         result = run(args)
     except (RuntimeError, ValueError) as exc:
@@ -91,7 +92,9 @@ def workload_of(args: argparse.Namespace, run_id: int = 0) -> AgentWorkload:
 
 
 def _runs(args: argparse.Namespace) -> list[str]:
-    names = [BUILTIN] if args.engine == BUILTIN or not args.no_baseline else []
+    # The built-in engine serves text models only: on a vision model vLLM has no baseline.
+    baseline = not args.no_baseline and not vllm_options.is_vision_model(args.model)
+    names = [BUILTIN] if args.engine == BUILTIN or baseline else []
     if args.engine == "vllm":
         names += {"on": [PREFIX_ON], "off": [PREFIX_OFF], "both": [PREFIX_ON, PREFIX_OFF]}[args.prefix_caching]
     return names
@@ -111,12 +114,12 @@ def _server(args: argparse.Namespace, name: str, max_running: int) -> Iterator[S
     if args.vllm_target == "server":
         from autoglm_server.bench.peer import running_vllm_server
 
-        peer = vllm_options.peer_args(args, max_running=max_running) + vllm_options.prefix_peer_args(prefix)
+        peer = vllm_options.peer_args(args, max_running=max_running, prefix_caching=prefix)
         with running_vllm_server(name, python, args.model, peer, env) as server:
             yield server
         return
-    flags = vllm_options.daemon_args(args, engine="vllm", max_running=max_running)
-    with running_daemon(name, python, args.model, flags + vllm_options.prefix_daemon_args(prefix), env) as server:
+    flags = vllm_options.daemon_args(args, engine="vllm", max_running=max_running, prefix_caching=prefix)
+    with running_daemon(name, python, args.model, flags, env) as server:
         yield server
 
 

@@ -49,9 +49,7 @@ def spawn(command: Sequence[str], log_path: Path, env: Mapping[str, str] | None 
     merged["PYTHONUNBUFFERED"] = "1"
     merged.update(env or {})
     with log_path.open("wb") as out:
-        return subprocess.Popen(
-            list(command), stdout=out, stderr=subprocess.STDOUT, env=merged, start_new_session=True
-        )
+        return subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=merged, start_new_session=True)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -75,10 +73,12 @@ def wait_healthy(process: subprocess.Popen[bytes], health_url: str, log_path: Pa
         if process.poll() is not None:
             tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
             raise RuntimeError(f"{health_url}: the server exited with {process.returncode}:\n{tail}")
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(health_url, timeout=5.0) as reply:  # noqa: S310 - our own 127.0.0.1 server
-                if reply.status == 200:
-                    return time.monotonic() - start
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(health_url, timeout=5.0) as reply,  # noqa: S310 - our own 127.0.0.1 server
+        ):
+            if reply.status == 200:
+                return time.monotonic() - start
         time.sleep(0.25)
     raise RuntimeError(f"{health_url} was not healthy within {timeout:.0f} s")
 

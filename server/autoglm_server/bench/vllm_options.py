@@ -11,15 +11,15 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Open-AutoGLM serves with `--mm-processor-kwargs '{"max_pixels":5000000}'`; transformers 5.19's
-# GLM-4.1V processor ignores max_pixels, and vLLM then sizes its encoder cache too small. The
-# `size` form caps the pixels the same way and is honoured.
-VISION_MM_PROCESSOR_KWARGS = {"size": {"shortest_edge": 12544, "longest_edge": 5_000_000}}
-# Without torchvision (CPU), vLLM's start-up dummy-video pass fails: images only.
-VISION_LIMIT_MM = {"image": 10, "video": 0}
+# Open-AutoGLM's form; the vLLM engine turns it into the size bounds GLM-4.1V's processor honours.
+VISION_MM_PROCESSOR_KWARGS = {"max_pixels": 5_000_000}
+# Engine arguments the peer does not take as flags: the model is positional-free (--model is set
+# apart) and request logging is off by default in the server.
+_NOT_FLAGS = {"model", "enable_log_requests", "disable_log_stats"}
 
 
 def default_vllm_python() -> str:
@@ -45,9 +45,7 @@ def add_vllm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peer-arg", action="append", default=[], help="one more argument of vLLM's own server; repeatable"
     )
-    parser.add_argument(
-        "--daemon-arg", action="append", default=[], help="one more argument of the daemon; repeatable"
-    )
+    parser.add_argument("--daemon-arg", action="append", default=[], help="one more argument of the daemon; repeatable")
 
 
 def vllm_python(args: argparse.Namespace) -> str:
@@ -73,38 +71,91 @@ def is_vision_model(model: str) -> bool:
     return "vision_config" in data
 
 
-def prefix_daemon_args(enabled: bool) -> list[str]:
-    return ["--enable-prefix-caching" if enabled else "--no-enable-prefix-caching"]
+@dataclass
+class EngineView:
+    """The settings fields `engine_arg_dict` reads, filled from the benchmark's flags."""
+
+    model: str
+    dtype: str
+    max_running: int
+    max_model_len: int
+    enable_prefix_caching: bool
+    mm_processor_kwargs: str
+    revision: str = ""
+    max_context_length: int = 0
+    gpu_memory_fraction: float = 0.9
+    engine: str = "vllm"
+    tensor_parallel_size: int = 1
+    vllm_arg: list[str] = field(default_factory=list)
 
 
-def prefix_peer_args(enabled: bool) -> list[str]:
-    return ["--enable-prefix-caching" if enabled else "--no-enable-prefix-caching"]
+def engine_view(args: argparse.Namespace, *, max_running: int, prefix_caching: bool) -> EngineView:
+    kwargs = json.dumps(VISION_MM_PROCESSOR_KWARGS) if is_vision_model(args.model) else ""
+    return EngineView(
+        model=args.model,
+        dtype=args.dtype,
+        max_running=max_running,
+        max_model_len=args.max_model_len,
+        enable_prefix_caching=prefix_caching,
+        mm_processor_kwargs=kwargs,
+    )
 
 
-def daemon_args(args: argparse.Namespace, *, engine: str, max_running: int) -> list[str]:
+def daemon_args(args: argparse.Namespace, *, engine: str, max_running: int, prefix_caching: bool = True) -> list[str]:
     """The daemon's flags for this benchmark (`engine` builtin or vllm)."""
     out = ["--engine", engine] if engine != "builtin" else []
     out += ["--dtype", args.dtype, "--device", args.device, "--max-running", str(max_running)]
     out += ["--max-waiting", str(max(256, 4 * max_running))]
-    if args.max_model_len:
+    if engine == "vllm":
+        view = engine_view(args, max_running=max_running, prefix_caching=prefix_caching)
+        out += ["--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching"]
+        if view.max_model_len:
+            out += ["--max-model-len", str(view.max_model_len)]
+        if view.mm_processor_kwargs:
+            out += ["--mm-processor-kwargs", view.mm_processor_kwargs]
+    elif args.max_model_len:
         out += ["--max-context-length", str(args.max_model_len)]
-    if engine == "vllm" and is_vision_model(args.model):
-        out += ["--mm-processor-kwargs", json.dumps(VISION_MM_PROCESSOR_KWARGS)]
     return out + list(args.daemon_arg)
 
 
-def peer_args(args: argparse.Namespace, *, max_running: int) -> list[str]:
-    """vLLM's own server's flags matching `daemon_args` for the vllm engine."""
-    out = ["--dtype", args.dtype, "--max-num-seqs", str(max_running), "--disable-uvicorn-access-log"]
-    if args.max_model_len:
-        out += ["--max-model-len", str(args.max_model_len)]
-    if is_vision_model(args.model):
-        out += ["--limit-mm-per-prompt", json.dumps(VISION_LIMIT_MM)]
-        out += ["--mm-processor-kwargs", json.dumps(VISION_MM_PROCESSOR_KWARGS)]
-    return out + list(args.peer_arg)
+def peer_args(args: argparse.Namespace, *, max_running: int, prefix_caching: bool = True) -> list[str]:
+    """vLLM's own server's flags: the engine arguments the daemon's vLLM engine gets, as CLI flags.
+
+    Both come from the vLLM engine's own `engine_arg_dict`, so a change there moves both servers.
+    """
+    from autoglm_server.engine.vllm.args import engine_arg_dict
+
+    view = engine_view(args, max_running=max_running, prefix_caching=prefix_caching)
+    return as_flags(engine_arg_dict(view)) + ["--disable-uvicorn-access-log"] + list(args.peer_arg)
+
+
+def as_flags(engine_args: dict[str, Any]) -> list[str]:
+    """AsyncEngineArgs keywords as vLLM server flags: --kebab-case, JSON for objects, --no-X for False."""
+    out: list[str] = []
+    for key, value in engine_args.items():
+        if key in _NOT_FLAGS:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + key.replace("_", "-"))
+        elif isinstance(value, dict | list):
+            out += [flag, json.dumps(value)]
+        else:
+            out += [flag, str(value)]
+    return out
 
 
 def environment_note() -> dict[str, Any]:
     """What of the environment shapes vLLM on CPU, for the JSON."""
     keys = sorted(k for k in os.environ if k.startswith(("VLLM_", "OMP_")))
     return {k: os.environ[k] for k in keys}
+
+
+def quiet_http_logs() -> None:
+    """The SDK's HTTP client logs every request at INFO: thousands of lines in a load run."""
+    import logging
+
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -258,11 +258,29 @@ def _validate(model: type[Body], raw: bytes) -> Body:
     except pydantic.ValidationError as error:
         problems = error.errors(include_url=False)
         first = problems[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
+        where = _where([problem["loc"] for problem in problems])
         if first["type"] == "json_invalid":
             raise InvalidRequestError("body", f"the body is not valid JSON: {first['msg']}") from None
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise InvalidRequestError(where, f"{first['msg']}{more}") from None
+
+
+def _where(locations: list[tuple[int | str, ...]]) -> str:
+    """The field of the first problem, named as the shared rules name fields: messages[0].content.
+
+    pydantic adds a step for each member of a union it tried (`str`, `list[...]`, `float`), which
+    is no field of the request: a value that fits no member is reported at the path that all the
+    problems in its top-level field share.
+    """
+    first = locations[0]
+    same_field = [loc for loc in locations if loc[:1] == first[:1]]
+    path = ""
+    for steps in zip(*same_field, strict=False):
+        if any(step != steps[0] for step in steps):
+            break
+        step = steps[0]
+        path += f"[{step}]" if isinstance(step, int) else (f".{step}" if path else step)
+    return path or "body"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

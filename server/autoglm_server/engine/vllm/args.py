@@ -1,0 +1,120 @@
+"""The daemon's settings as vLLM engine arguments: a pure function, importable without vllm.
+
+The benchmarks call `engine_arg_dict` too, so that vLLM's own server is started with exactly the
+engine configuration the daemon gives its vLLM engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from autoglm_server.errors import StartupError
+
+# GLM-4.1V's smallest image area (its preprocessor's size.shortest_edge): kept when a user gives
+# only Open-AutoGLM's max_pixels.
+GLM_MIN_PIXELS = 12544
+DEFAULT_IMAGES_PER_REQUEST = 10
+
+
+class VllmEngineConfig(Protocol):
+    """The settings fields the vLLM engine reads (config.Settings has them all)."""
+
+    model: str
+    revision: str
+    dtype: str
+    max_running: int
+    max_context_length: int
+    gpu_memory_fraction: float
+    engine: str
+    tensor_parallel_size: int
+    max_model_len: int
+    enable_prefix_caching: bool
+    mm_processor_kwargs: str
+    vllm_arg: list[str]
+
+
+def images_per_request(settings: object) -> int:
+    """--limit-images-per-request (serving/image_settings.py), 10 where the setting is absent."""
+    return int(getattr(settings, "limit_images_per_request", DEFAULT_IMAGES_PER_REQUEST))
+
+
+def mm_processor_kwargs(raw: str) -> dict[str, Any]:
+    """Parse --mm-processor-kwargs, turning Open-AutoGLM's pixel bounds into the form that works.
+
+    transformers' GLM-4.1V image processor ignores `max_pixels`/`min_pixels` (it reads
+    `size.longest_edge`/`size.shortest_edge`, both in pixels of area); vLLM then sizes its encoder
+    cache from the ignored value and refuses large screenshots. Translating keeps the user's intent.
+    """
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StartupError(f"--mm-processor-kwargs is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise StartupError("--mm-processor-kwargs must be a JSON object")
+    kwargs: dict[str, Any] = dict(parsed)
+    max_pixels = kwargs.pop("max_pixels", None)
+    min_pixels = kwargs.pop("min_pixels", None)
+    if max_pixels is not None or min_pixels is not None:
+        size = dict(kwargs.get("size") or {})
+        size["longest_edge"] = int(max_pixels) if max_pixels is not None else size.get("longest_edge")
+        size["shortest_edge"] = int(min_pixels) if min_pixels is not None else size.get("shortest_edge", GLM_MIN_PIXELS)
+        kwargs["size"] = {key: value for key, value in size.items() if value is not None}
+    return kwargs
+
+
+def parse_vllm_args(items: Sequence[str]) -> dict[str, Any]:
+    """--vllm-arg KEY=VALUE items as a dict; VALUE is JSON when it parses (true, 4, {...}), else a string."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise StartupError(f"--vllm-arg takes KEY=VALUE, got {item!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def check_known(keys: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse --vllm-arg keys that vLLM's AsyncEngineArgs does not have (a typo would be ignored)."""
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise StartupError(f"--vllm-arg: vLLM's engine arguments have no {', '.join(unknown)}")
+
+
+def engine_arg_dict(settings: VllmEngineConfig, model_path: str | None = None) -> dict[str, Any]:
+    """AsyncEngineArgs keyword arguments for these settings (--vllm-arg entries win).
+
+    `model_path` replaces settings.model where the model was materialised elsewhere (builtin:*).
+    Multimodal limits are always given: vLLM ignores them for a text-only model.
+    """
+    args: dict[str, Any] = {
+        "model": model_path or settings.model,
+        "dtype": settings.dtype,
+        "max_num_seqs": settings.max_running,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "gpu_memory_utilization": settings.gpu_memory_fraction,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        # Higher priority first in the daemon's API; vLLM serves lower values first (the engine negates).
+        "scheduling_policy": "priority",
+        # Images only: a start-up pass profiles every modality allowed, and video is not served.
+        "limit_mm_per_prompt": {"image": images_per_request(settings), "video": 0},
+        "disable_log_stats": False,  # the scheduler's stats feed EngineStats and the metrics
+        "enable_log_requests": False,
+    }
+    context = settings.max_model_len or settings.max_context_length
+    if context:
+        args["max_model_len"] = context
+    if settings.revision:
+        args["revision"] = settings.revision
+    kwargs = mm_processor_kwargs(settings.mm_processor_kwargs)
+    if kwargs:
+        args["mm_processor_kwargs"] = kwargs
+    args.update(parse_vllm_args(settings.vllm_arg))
+    return args
