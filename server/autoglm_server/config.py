@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 from autoglm_server import names
 from autoglm_server.auth.settings import AuthSettings
 from autoglm_server.engine.settings import EngineSettings
+from autoglm_server.engine.vllm.settings import VllmSettings
 from autoglm_server.frontends.openai.settings import HttpSettings
 from autoglm_server.observability.settings import ObservabilitySettings
 from autoglm_server.serving.image_settings import ImageSettings
@@ -58,7 +59,14 @@ class ServerSettings(BaseModel):
 
 # Bases in reverse order of appearance in --help: pydantic lists the last base's fields first.
 class Settings(
-    ObservabilitySettings, AuthSettings, ImageSettings, EngineSettings, HttpSettings, ServerSettings, BaseSettings
+    ObservabilitySettings,
+    AuthSettings,
+    ImageSettings,
+    VllmSettings,
+    EngineSettings,
+    HttpSettings,
+    ServerSettings,
+    BaseSettings,
 ):
     """Run the autoglm-serve daemon.
 

@@ -24,11 +24,6 @@ def test_destination_rules_agree_across_overlays(rendered: dict[str, list[Doc]])
     assert policies["single"] == policies["canary"] == policies["gpu"]
 
 
-# vLLM engine settings the GPU overlay sets while the vLLM engine's settings are still being added
-# (issue: the vLLM engine). Once Settings has them this set is ignored; drop it then.
-PENDING_VLLM_SETTINGS = {"engine", "tensor_parallel_size", "max_model_len", "enable_prefix_caching"}
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_autoglm_env_var_is_a_daemon_setting(rendered: dict[str, list[Doc]], overlay: str) -> None:
     """AUTOGLM_X in a manifest must be the env name of a Settings field, or the daemon ignores it."""
@@ -40,7 +35,4 @@ def test_every_autoglm_env_var_is_a_daemon_setting(rendered: dict[str, list[Doc]
         for env in c.get("env", [])
         if env["name"].startswith("AUTOGLM_")
     }
-    unknown = used - fields
-    if unknown and unknown <= PENDING_VLLM_SETTINGS:
-        pytest.xfail(f"vLLM settings not in Settings yet: {sorted(unknown)}")
-    assert unknown == set()
+    assert used - fields == set()

@@ -123,8 +123,10 @@ def _freed_and_cancelled(daemon: Daemon, before: Snapshot) -> Snapshot:
     return wait_for_metrics(daemon, freed, timeout=30, what="running 0 and one more CANCELLED http call")
 
 
-def _generated(snapshot: Snapshot) -> float:
-    return snapshot.value("autoglm_generated_tokens_total", protocol="http")
+def _engine_rows(snapshot: Snapshot) -> float:
+    """Rows the engine has stepped, summed over its forward passes: one per token it generated (and
+    one per prefill), whether or not anyone read it. A request not aborted would add LONG."""
+    return snapshot.value("autoglm_batch_size_sum")
 
 
 def test_a_closed_stream_frees_the_engine_row(daemon: Daemon, client: openai.OpenAI) -> None:
@@ -139,7 +141,7 @@ def test_a_closed_stream_frees_the_engine_row(daemon: Daemon, client: openai.Ope
     stream.close()
     after = _freed_and_cancelled(daemon, before)
     assert _http_code(after, "CANCELLED") - _http_code(before, "CANCELLED") == 1
-    assert _generated(after) - _generated(before) < LONG  # aborted in the engine, not run to its end
+    assert _engine_rows(after) - _engine_rows(before) < LONG  # aborted in the engine, not run to its end
     # The only row is free again: a new call is admitted (it would get 429 otherwise).
     reply = client.chat.completions.create(model=SERVED, messages=MESSAGES, max_tokens=3, extra_body=IGNORE_EOS)
     assert reply.usage is not None and reply.usage.completion_tokens == 3
@@ -157,7 +159,7 @@ async def test_an_async_stream_closed_early_frees_the_row(daemon: Daemon) -> Non
         await asyncio.to_thread(_holds_the_row, daemon)
         await stream.close()
         after = await asyncio.to_thread(_freed_and_cancelled, daemon, before)
-    assert _generated(after) - _generated(before) < LONG
+    assert _engine_rows(after) - _engine_rows(before) < LONG
 
 
 def test_a_whole_response_abandoned_by_its_client_is_cancelled(daemon: Daemon) -> None:
@@ -166,7 +168,7 @@ def test_a_whole_response_abandoned_by_its_client_is_cancelled(daemon: Daemon) -
     with sdk(daemon, "unused", timeout=1.5) as impatient, pytest.raises(openai.APITimeoutError):
         impatient.chat.completions.create(model=SERVED, messages=MESSAGES, max_tokens=LONG, extra_body=IGNORE_EOS)
     after = _freed_and_cancelled(daemon, before)
-    assert _generated(after) - _generated(before) < LONG
+    assert _engine_rows(after) - _engine_rows(before) < LONG
 
 
 # --- drain (last: it stops this module's daemon) -----------------------------------------------------------------------
@@ -181,24 +183,23 @@ def _health(daemon: Daemon) -> int:
         return int(error.code)
 
 
-def test_draining_health_is_503_and_new_calls_are_refused_while_a_stream_finishes(
-    daemon: Daemon, client: openai.OpenAI
-) -> None:
+def test_draining_health_is_503_and_new_calls_are_refused_while_a_stream_finishes(daemon: Daemon) -> None:
     _wait_idle(daemon)
     assert _health(daemon) == 200
-    stream = client.chat.completions.create(
-        model=SERVED, messages=MESSAGES, max_tokens=LONG, stream=True, extra_body=IGNORE_EOS
-    )
-    chunks = iter(stream)
-    next(chunks)
-    daemon.signal(signal.SIGTERM)
-    wait_for(lambda: True if _health(daemon) == 503 else None, timeout=15, what="/health 503 while draining")
-    with pytest.raises(openai.InternalServerError) as caught:
-        client.completions.create(model=SERVED, prompt="hi", max_tokens=2)
-    assert caught.value.status_code == 503
-    assert caught.value.response.headers["retry-after"] == "1"
-    assert error_body(caught.value)["type"] == "service_unavailable"
-    # The stream admitted before the signal still streams; closing it ends the drain, and the daemon exits 0.
-    assert next(chunks).choices[0].finish_reason is None
-    stream.close()
+    with sdk(daemon, "unused") as client:
+        stream = client.chat.completions.create(
+            model=SERVED, messages=MESSAGES, max_tokens=LONG, stream=True, extra_body=IGNORE_EOS
+        )
+        chunks = iter(stream)
+        next(chunks)
+        daemon.signal(signal.SIGTERM)
+        wait_for(lambda: True if _health(daemon) == 503 else None, timeout=15, what="/health 503 while draining")
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.completions.create(model=SERVED, prompt="hi", max_tokens=2)
+        assert caught.value.status_code == 503
+        assert caught.value.response.headers["retry-after"] == "1"
+        assert error_body(caught.value)["type"] == "service_unavailable"
+        # The stream admitted before the signal still streams; closing it ends the drain.
+        assert next(chunks).choices[0].finish_reason is None
+        stream.close()
     assert daemon.wait(60) == 0
