@@ -120,7 +120,8 @@ async def _supervise(reader: asyncio.Future[None], sent: asyncio.Event, plan: Ht
     limit = plan.timeout_s + GUARD_SLACK_S
     if plan.cancel_after_s is not None:
         waiter = asyncio.ensure_future(sent.wait())
-        await asyncio.wait({reader, waiter}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {reader, waiter}
+        await asyncio.wait(either, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
     if plan.cancel_after_s is not None and plan.cancel_after_s < limit and not reader.done():
         done, _ = await asyncio.wait({reader}, timeout=plan.cancel_after_s)

@@ -2,12 +2,14 @@
 machine): one with auth on (a real OpenBao) and traces to an OTLP receiver; one over the vision
 stand-in (vision_standin.py) with one batch row, no queue and low image caps, auth off.
 
-test_overload_and_cancel.py ends by draining the stand-in daemon: it is the last module to use it."""
+The drain test (test_overload_and_cancel.py) stops the stand-in daemon: the hook below runs it after
+every other test of this folder, whatever order the files were named in."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,19 @@ from tests.openai.support import SERVED, bootstrap_vault, daemon_vault_env, mint
 MAX_IMAGE_BYTES = 200_000
 IMAGES_PER_REQUEST = 2
 MAX_REQUEST_BYTES = 1024 * 1024
+DRAIN_TEST = "test_draining_health_is_503_and_new_calls_are_refused_while_a_stream_finishes"
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the drain test behind the last test of this folder (it ends the shared stand-in daemon)."""
+    drain = [item for item in items if item.name == DRAIN_TEST]
+    if not drain:
+        return
+    items.remove(drain[0])
+    ours = [index for index, item in enumerate(items) if HERE in item.path.parents]
+    last = ours[-1] if ours else len(items) - 1
+    items.insert(last + 1, drain[0])
 
 
 @dataclass(frozen=True)

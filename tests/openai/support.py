@@ -128,9 +128,7 @@ def running_module_daemon(module: str, *args: str, timeout: float = 120.0) -> It
         argv = [sys.executable, "-m", module, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
         argv += ["--http-listen", "127.0.0.1:0", "--port-file", str(port_file), *args]
         with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=_daemon_env(None), cwd=REPO_ROOT
-            )
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=_daemon_env(None), cwd=REPO_ROOT)
         try:
             daemon = _wait_for_ports(process, port_file, log_path, timeout)
             _wait_ready(daemon, timeout)

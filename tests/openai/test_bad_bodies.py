@@ -33,7 +33,8 @@ def _error(response: httpx2.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
     error: dict[str, Any] = body["error"]
     assert error["type"] == "invalid_request_error"
     return error
@@ -75,13 +76,15 @@ def _chat(**fields: Any) -> bytes:
         (COMPLETIONS, json.dumps({"model": SERVED}).encode(), "prompt", "Field required"),
         (COMPLETIONS, json.dumps({"model": SERVED, "prompt": ""}).encode(), "prompt", "must not be empty"),
         (COMPLETIONS, json.dumps({"model": SERVED, "prompt": ["a", "b"]}).encode(), "prompt", "one prompt per request"),
-        (COMPLETIONS, json.dumps({"model": SERVED, "prompt": [1, 10**8]}).encode(), "prompt[1]", "outside the vocabulary"),
+        (COMPLETIONS, json.dumps({"model": SERVED, "prompt": [1, 10**8]}).encode(), "prompt[1]", "outside the vocab"),
         (COMPLETIONS, json.dumps({"model": SERVED, "prompt": "x", "n": 3}).encode(), "n", "only n=1"),
         (COMPLETIONS, json.dumps({"model": SERVED, "prompt": "x", "echo": True}).encode(), "echo", "not served"),
         (COMPLETIONS, json.dumps({"model": SERVED, "prompt": "x", "best_of": 2}).encode(), "best_of", "best_of=1"),
     ],
 )  # fmt: skip
-def test_bad_bodies_are_400_naming_the_field(http: httpx2.Client, path: str, body: bytes, param: str, says: str) -> None:
+def test_bad_bodies_are_400_naming_the_field(
+    http: httpx2.Client, path: str, body: bytes, param: str, says: str
+) -> None:
     error = _error(http.post(path, content=body), 400)
     assert error["param"] == param
     assert error["message"].startswith(f"{param}: ")

@@ -35,7 +35,10 @@ def _image(url: str) -> dict[str, Any]:
 
 
 def _messages(*images: str) -> list[Any]:
-    return [{"role": "system", "content": "You operate a phone."}, {"role": "user", "content": [*map(_image, images), TEXT]}]
+    return [
+        {"role": "system", "content": "You operate a phone."},
+        {"role": "user", "content": [*map(_image, images), TEXT]},
+    ]
 
 
 def _png(width: int = 64, height: int = 48) -> bytes:
@@ -84,7 +87,8 @@ def test_a_good_image_is_served(standin_daemon: Daemon, client: openai.OpenAI, f
     reply = client.chat.completions.create(
         model=SERVED, messages=_messages(url), max_tokens=2, extra_body={"ignore_eos": True}
     )
-    assert reply.usage is not None and text_only.usage is not None
+    assert reply.usage is not None
+    assert text_only.usage is not None
     assert reply.usage.completion_tokens == 2
     assert reply.usage.prompt_tokens > text_only.usage.prompt_tokens
     # The engine was given the decoded image (its size, in the stand-in's placeholder), not the URL.
@@ -106,7 +110,8 @@ def test_a_png_decompression_bomb_is_413_from_its_header(client: openai.OpenAI) 
         error = _refused(client, _messages(samples.data_url(bomb, "image/png")), 413)
         assert error["param"] == FIELD
         assert "--max-image-pixels" in error["message"]
-    assert "30000x30000" in _refused(client, _messages(samples.data_url(samples.png_bomb(), "image/png")), 413)["message"]
+    claimed = _refused(client, _messages(samples.data_url(samples.png_bomb(), "image/png")), 413)
+    assert "30000x30000" in claimed["message"]
 
 
 def test_a_truncated_png_is_400(client: openai.OpenAI) -> None:
@@ -172,7 +177,8 @@ def test_http_and_file_urls_are_refused_and_never_contacted(
         assert error["param"] == FIELD
         assert says in error["message"], url
     # The listener itself serves (so a fetch would have been seen), and saw no connection but ours.
-    assert listener.connections == 0 and listener.paths == []
+    assert listener.connections == 0
+    assert listener.paths == []
     with httpx2.Client() as own:
         assert own.get(f"{listener.base}/screen.png").status_code == 200
     assert listener.connections == 1
@@ -196,7 +202,8 @@ def test_a_body_over_max_request_bytes_is_413(standin_daemon: Daemon, client: op
         response = http.post(f"{root_url(standin_daemon)}/v1/chat/completions", content=body())
     assert response.status_code == 413
     assert "content-length" not in {key.lower() for key in response.request.headers}
-    assert response.json()["error"]["message"] == f"body: the body is over {MAX_REQUEST_BYTES} bytes (--max-request-bytes)"
+    expected = f"body: the body is over {MAX_REQUEST_BYTES} bytes (--max-request-bytes)"
+    assert response.json()["error"]["message"] == expected
 
 
 def test_raw_base64_garbage_is_400(client: openai.OpenAI) -> None:

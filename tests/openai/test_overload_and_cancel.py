@@ -91,7 +91,8 @@ async def test_overload_is_429_with_retry_after_and_the_admitted_stream_complete
         usage = None
         async for chunk in chunks:
             usage = chunk.usage or usage
-    assert usage is not None and usage.completion_tokens == 200  # the admitted stream ran to its end
+    assert usage is not None
+    assert usage.completion_tokens == 200
     refused = [outcome for outcome in burst if isinstance(outcome, openai.RateLimitError)]
     completed = [outcome for outcome in burst if not isinstance(outcome, BaseException)]
     assert len(refused) + len(completed) == len(burst), burst  # nothing failed any other way
@@ -144,7 +145,8 @@ def test_a_closed_stream_frees_the_engine_row(daemon: Daemon, client: openai.Ope
     assert _engine_rows(after) - _engine_rows(before) < LONG  # aborted in the engine, not run to its end
     # The only row is free again: a new call is admitted (it would get 429 otherwise).
     reply = client.chat.completions.create(model=SERVED, messages=MESSAGES, max_tokens=3, extra_body=IGNORE_EOS)
-    assert reply.usage is not None and reply.usage.completion_tokens == 3
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 3
 
 
 async def test_an_async_stream_closed_early_frees_the_row(daemon: Daemon) -> None:
@@ -171,7 +173,7 @@ def test_a_whole_response_abandoned_by_its_client_is_cancelled(daemon: Daemon) -
     assert _engine_rows(after) - _engine_rows(before) < LONG
 
 
-# --- drain (last: it stops this module's daemon) -----------------------------------------------------------------------
+# --- drain (last: it stops the daemon) ----------------------------------------------------------------------
 
 
 def _health(daemon: Daemon) -> int:

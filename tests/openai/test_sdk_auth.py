@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 
@@ -68,7 +69,7 @@ def test_no_key_or_a_bad_one_is_authentication_error(auth_daemon: Daemon, key: s
     headers: dict[str, Any] = {"Authorization": openai.Omit()} if key == "none" else {}
     api_key = {"none": "unused", "garbage": "not-a-jwt", "forged": _forged()}[key]
     with sdk(auth_daemon, api_key) as client:
-        calls = [
+        calls: list[Callable[[], object]] = [
             lambda: client.models.list(extra_headers=headers),
             lambda: client.chat.completions.create(model=SERVED, messages=MESSAGES, extra_headers=headers),
             lambda: client.completions.create(model=SERVED, prompt="hi", stream=True, extra_headers=headers),
@@ -100,7 +101,8 @@ def test_an_unknown_model_is_not_found(client: openai.OpenAI) -> None:
 
 def test_the_model_id_is_also_accepted(client: openai.OpenAI) -> None:
     reply = client.completions.create(model="builtin:tiny", prompt="hi", max_tokens=2, extra_body=IGNORE_EOS)
-    assert reply.usage is not None and reply.usage.completion_tokens == 2
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 2
     assert reply.model == "builtin:tiny"  # echoed as sent
 
 
@@ -147,7 +149,8 @@ def test_chat_stream_matches_the_whole_reply_and_ends_with_usage(client: openai.
     # The usage chunk is the last one, with no choices; none before it carries usage.
     last = chunks[-1]
     assert last.choices == []
-    assert last.usage is not None and whole.usage is not None
+    assert last.usage is not None
+    assert whole.usage is not None
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (whole.usage.prompt_tokens, 10)
     assert all(chunk.usage is None for chunk in chunks[:-1])
     reasons = [chunk.choices[0].finish_reason for chunk in chunks[:-1]]
@@ -180,7 +183,8 @@ async def test_async_chat_stream_and_whole(auth_daemon: Daemon, tokens: Tokens) 
             extra_body=IGNORE_EOS,
         )
         chunks = [chunk async for chunk in stream]
-    assert whole.usage is not None and whole.usage.completion_tokens == 8
+    assert whole.usage is not None
+    assert whole.usage.completion_tokens == 8
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
@@ -216,7 +220,8 @@ def test_completion_stream_with_usage(client: openai.OpenAI) -> None:
         )
     )
     assert chunks[-1].choices == []
-    assert chunks[-1].usage is not None and whole.usage is not None
+    assert chunks[-1].usage is not None
+    assert whole.usage is not None
     assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
     assert chunks[-2].choices[0].finish_reason == "length"
     assert "".join(chunk.choices[0].text for chunk in chunks[:-1]) == whole.choices[0].text
@@ -234,9 +239,37 @@ async def test_async_completions_with_token_ids_prompt(auth_daemon: Daemon, toke
     assert text == reply.choices[0].text
 
 
-def test_health_is_not_behind_the_models_route(auth_daemon: Daemon) -> None:
-    # /v1/models without a token is refused; /health without one answers (test above): only health is open.
+def test_models_without_a_token_is_401_while_health_is_open(auth_daemon: Daemon) -> None:
+    # /health answers without a token (test above); /v1/models does not: only health is open.
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(f"{auth_daemon.http_url}/models", timeout=10)
     assert caught.value.code == 401
     caught.value.close()
+
+
+def test_a_stop_string_ends_the_reply_with_finish_reason_stop(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model=SERVED, messages=MESSAGES, max_tokens=24, extra_body=IGNORE_EOS)
+    text = whole.choices[0].message.content or ""
+    # Greedy, so the same call says the same again: stop it at two characters it first says at `at`
+    # (whole characters: the random model's output holds U+FFFD for bytes that are not UTF-8).
+    at = next(i for i in range(3, len(text) - 1) if "\ufffd" not in text[i : i + 2] and text.find(text[i : i + 2]) == i)
+    stopped = client.chat.completions.create(
+        model=SERVED, messages=MESSAGES, max_tokens=24, stop=[text[at : at + 2]], extra_body=IGNORE_EOS
+    )
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stopped.choices[0].message.content == text[:at]
+    assert stopped.usage is not None
+    assert stopped.usage.completion_tokens < 24
+
+
+def test_the_request_id_header_names_the_completion(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(model=SERVED, messages=MESSAGES, max_tokens=2)
+    assert raw.parse().id == f"chatcmpl-{raw.headers['x-request-id']}"
+
+
+def test_two_authorization_headers_are_refused(auth_daemon: Daemon, tokens: Tokens) -> None:
+    bearer = f"Bearer {tokens.generate}"
+    with httpx2.Client(timeout=30) as http:
+        response = http.get(f"{auth_daemon.http_url}/models", headers=[("authorization", bearer)] * 2)
+    assert response.status_code == 401
+    assert "more than one Authorization header" in response.json()["error"]["message"]

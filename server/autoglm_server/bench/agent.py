@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import openai
+
 from autoglm_client.loadgen import Percentiles
 from autoglm_server.bench import openai_load, screens
 
@@ -123,6 +125,7 @@ class StepSample:
     prompt_tokens: int
     completion_tokens: int
     messages: int  # how many messages the request carried
+    error: str | None = None  # why the step failed (then its latencies are not counted)
 
 
 async def run_session(
@@ -133,14 +136,20 @@ async def run_session(
     for step in range(1, workload.steps + 1):
         message = user_message(workload, session, step, screens_by_step.get((session, step)))
         history.append(message)
-        result = await openai_load.stream_chat(
-            client,
-            model=model,
-            messages=history,
-            max_tokens=workload.reply_tokens,
-            sampling=SAMPLING,
-            extra_body={"ignore_eos": True},
-        )
+        try:
+            result = await openai_load.stream_chat(
+                client,
+                model=model,
+                messages=history,
+                max_tokens=workload.reply_tokens,
+                sampling=SAMPLING,
+                extra_body={"ignore_eos": True},
+            )
+        except openai.OpenAIError as exc:
+            # The session goes on as an agent would after a failed call: the step stays unanswered.
+            samples.append(StepSample(session, step, 0.0, 0.0, 0, 0, len(history), openai_load.error_name(exc)))
+            history[-1] = without_images(message)
+            continue
         samples.append(
             StepSample(
                 session,
@@ -161,11 +170,13 @@ def per_step(samples: Sequence[StepSample], steps: int) -> list[dict[str, Any]]:
     """For each step: TTFT and end-to-end percentiles over the sessions, and the prompt's size."""
     rows = []
     for step in range(1, steps + 1):
-        mine = [s for s in samples if s.step == step]
+        failed = [s for s in samples if s.step == step and s.error is not None]
+        mine = [s for s in samples if s.step == step and s.error is None]
         rows.append(
             {
                 "step": step,
                 "sessions": len(mine),
+                "errors": len(failed),
                 "ttft_ms": Percentiles.of([s.ttft_ms for s in mine]).to_dict(),
                 "e2e_ms": Percentiles.of([s.e2e_ms for s in mine]).to_dict(),
                 "prompt_tokens_mean": sum(s.prompt_tokens for s in mine) / len(mine) if mine else 0.0,

@@ -28,6 +28,9 @@ def running_daemon(model: str, dtype: str, device: str, torch_threads: int, max_
             "--port-file", str(port_file), "--model", model, "--dtype", dtype, "--device", device,
             "--torch-threads", str(torch_threads), "--max-running", str(max_running),
             "--max-waiting", str(max(256, 4 * max_running)),
+            # The bench measures throughput, not load shedding: on a busy shared machine a prefill
+            # step of a large model can outlast the default 30 s a request may wait for a row.
+            "--max-queue-time", str(_START_TIMEOUT_S),
         ]  # fmt: skip
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))

@@ -139,7 +139,8 @@ async def _consume(stream: AsyncIterator[Any], start: float, delta_of: Any) -> S
 
 
 def error_name(exc: BaseException) -> str:
-    """A short name for a failed call: `HTTP 429`, `timeout`, `connection`, or the exception's type."""
+    """A short name for a failed call: `HTTP 429`, `timeout`, `connection`, `stream error` (an error
+    event after the stream began), or the exception's type."""
     import openai
 
     if isinstance(exc, openai.APIStatusError):
@@ -148,6 +149,8 @@ def error_name(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
         return "connection"
+    if isinstance(exc, openai.APIError):
+        return "stream error"
     return type(exc).__name__
 
 

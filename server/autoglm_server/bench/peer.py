@@ -45,7 +45,7 @@ def running_vllm_server(
     timeout: float = START_TIMEOUT_S,
 ) -> Iterator[Server]:
     """Start vLLM's OpenAI server on 127.0.0.1, wait for /health, stop it (and its children) by pid."""
-    with tempfile.TemporaryDirectory(prefix=f"autoglm-bench-{name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"autoglm-bench-{name.replace(' ', '-')}-") as tmp:
         log_path = Path(tmp) / "server.log"
         port = free_port()
         command = server_command(python, model, port, args)

@@ -107,7 +107,7 @@ def running_daemon(
     timeout: float = START_TIMEOUT_S,
 ) -> Iterator[Server]:
     """`python -m autoglm_server serve` with the gRPC and HTTP front doors on port 0, auth off."""
-    with tempfile.TemporaryDirectory(prefix=f"autoglm-bench-{name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"autoglm-bench-{name.replace(' ', '-')}-") as tmp:
         port_file = Path(tmp) / "ports.json"
         log_path = Path(tmp) / "server.log"
         command = [
@@ -129,3 +129,26 @@ def running_daemon(
             yield server
         finally:
             stop(process)
+
+
+def start_all(
+    stack: contextlib.ExitStack, starting: Mapping[str, contextlib.AbstractContextManager[Server]]
+) -> dict[str, Server]:
+    """Enter every server's context at once (vLLM's start is mostly waiting), register each exit
+    on `stack`; if one fails to start, the ones that did are stopped by the stack and the error raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(starting))) as pool:
+        futures = {name: pool.submit(manager.__enter__) for name, manager in starting.items()}
+    servers: dict[str, Server] = {}
+    failure: BaseException | None = None
+    for name, future in futures.items():
+        error = future.exception()
+        if error is None:
+            servers[name] = future.result()
+            stack.push(starting[name].__exit__)
+        elif failure is None:
+            failure = error
+    if failure is not None:
+        raise RuntimeError(f"a server did not start: {failure}") from failure
+    return servers

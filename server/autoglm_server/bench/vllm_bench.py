@@ -83,7 +83,7 @@ def token_range(model: str) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from autoglm_server.bench import report
     from autoglm_server.bench.peer import running_vllm_server
-    from autoglm_server.bench.processes import running_daemon
+    from autoglm_server.bench.processes import running_daemon, start_all
 
     if args.concurrency < 1 or args.requests < 1:
         raise ValueError("--requests and --concurrency must be >= 1")
@@ -108,8 +108,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peer_args": vllm_options.peer_args(args, max_running=args.concurrency),
     }
     with contextlib.ExitStack() as stack:
-        daemon = stack.enter_context(running_daemon("daemon-vllm", python, args.model, result["daemon_args"], env))
-        peer = stack.enter_context(running_vllm_server("vllm-server", python, args.model, result["peer_args"], env))
+        servers = start_all(
+            stack,
+            {
+                "daemon": running_daemon("daemon-vllm", python, args.model, result["daemon_args"], env),
+                "peer": running_vllm_server("vllm-server", python, args.model, result["peer_args"], env),
+            },
+        )
+        daemon, peer = servers["daemon"], servers["peer"]
         result["started_s"] = {"daemon": daemon.started_s, "vLLM server": peer.started_s}
         assert daemon.grpc_target is not None
         samples = asyncio.run(_rounds(daemon.grpc_target, daemon.http_url, peer.http_url, requests, args))
@@ -174,11 +180,11 @@ def targets(samples: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for name, measured, reference, figure, bound, at_least in TARGETS:
         value = _FIGURES[figure]
         ratios = [value(m) / value(r) for m, r in zip(samples[measured], samples[reference], strict=True)]
-        ratio = statistics.median(ratios)
+        ratio = round(statistics.median(ratios), 3)  # judged as shown
         out.append(
             {
                 "target": name,
-                "ratio": round(ratio, 3),
+                "ratio": ratio,
                 "rounds": [round(x, 3) for x in ratios],
                 "bound": f">= {bound}" if at_least else f"<= {bound}",
                 "met": ratio >= bound if at_least else ratio <= bound,

@@ -36,6 +36,14 @@ def add_vllm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vllm-python", default="", help="interpreter with vLLM (default: .venv-vllm/bin/python)")
     parser.add_argument("--max-model-len", type=int, default=0, help="context of both servers (0: the model's)")
     parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="vLLM without torch.compile (enforce_eager), in both servers: starts in a fraction of the time on CPU",
+    )
+    parser.add_argument(
+        "--max-queue-time", type=float, default=600.0, help="the daemon's --max-queue-time (latency, not admission)"
+    )
+    parser.add_argument(
         "--vllm-env",
         action="append",
         default=[],
@@ -98,6 +106,7 @@ def engine_view(args: argparse.Namespace, *, max_running: int, prefix_caching: b
         max_model_len=args.max_model_len,
         enable_prefix_caching=prefix_caching,
         mm_processor_kwargs=kwargs,
+        vllm_arg=["enforce_eager=true"] if args.eager else [],
     )
 
 
@@ -105,7 +114,7 @@ def daemon_args(args: argparse.Namespace, *, engine: str, max_running: int, pref
     """The daemon's flags for this benchmark (`engine` builtin or vllm)."""
     out = ["--engine", engine] if engine != "builtin" else []
     out += ["--dtype", args.dtype, "--device", args.device, "--max-running", str(max_running)]
-    out += ["--max-waiting", str(max(256, 4 * max_running))]
+    out += ["--max-waiting", str(max(256, 4 * max_running)), "--max-queue-time", str(args.max_queue_time)]
     if engine == "vllm":
         view = engine_view(args, max_running=max_running, prefix_caching=prefix_caching)
         out += ["--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching"]
@@ -113,6 +122,8 @@ def daemon_args(args: argparse.Namespace, *, engine: str, max_running: int, pref
             out += ["--max-model-len", str(view.max_model_len)]
         if view.mm_processor_kwargs:
             out += ["--mm-processor-kwargs", view.mm_processor_kwargs]
+        for item in view.vllm_arg:
+            out += ["--vllm-arg", item]
     elif args.max_model_len:
         out += ["--max-context-length", str(args.max_model_len)]
     return out + list(args.daemon_arg)
@@ -126,7 +137,7 @@ def peer_args(args: argparse.Namespace, *, max_running: int, prefix_caching: boo
     from autoglm_server.engine.vllm.args import engine_arg_dict
 
     view = engine_view(args, max_running=max_running, prefix_caching=prefix_caching)
-    return as_flags(engine_arg_dict(view)) + ["--disable-uvicorn-access-log"] + list(args.peer_arg)
+    return [*as_flags(engine_arg_dict(view)), "--disable-uvicorn-access-log", *args.peer_arg]
 
 
 def as_flags(engine_args: dict[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from autoglm_server.serving.spec import FieldNames, OptionsSpec, SamplingSpec
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_TOP_LOGPROBS = 20
+MAX_SEED = 2**64 - 1  # the range of gRPC's uint64 seed, and of torch.Generator.manual_seed
 # Temperatures below this are treated as 0 (greedy): sampling there is argmax with overflow risk.
 MIN_SAMPLING_TEMPERATURE = 1e-5
 # OpenAI's range for presence_penalty and frequency_penalty.
@@ -196,6 +197,10 @@ def _sampling(params: SamplingSpec, names: FieldNames) -> SamplingOptions:
         )
     presence = _openai_penalty("presence_penalty", params.presence_penalty, names)
     frequency = _openai_penalty("frequency_penalty", params.frequency_penalty, names)
+    # gRPC's uint64 bounds the seed; a JSON integer is unbounded, and one the engine's generator
+    # cannot take would fail in the engine thread, not in this request.
+    if params.seed is not None and not 0 <= params.seed <= MAX_SEED:
+        raise InvalidRequestError(names("seed"), f"must be in [0, 2**64 - 1], got {params.seed}")
     return SamplingOptions(
         temperature=temperature,
         top_p=top_p,

@@ -141,7 +141,9 @@ class OpenAIFrontend:
         chat: bool,
     ) -> Response:
         try:
-            with trace.use_span(call.use(), end_on_exit=False):
+            # Not use_span's defaults: they would mark the span ERROR for every refused request (a
+            # 400 or 429 is the caller's); call.finish sets ERROR for server faults (5xx) only.
+            with trace.use_span(call.use(), end_on_exit=False, record_exception=False, set_status_on_exception=False):
                 principal = await self._authenticate(request, self._config.scope_generate)
                 context = CallContext(
                     tenant=principal.tenant if principal is not None else ANONYMOUS_TENANT,
