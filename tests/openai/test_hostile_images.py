@@ -199,7 +199,11 @@ def test_a_body_over_max_request_bytes_is_413(standin_daemon: Daemon, client: op
         yield b'"}'
 
     with httpx2.Client(timeout=60) as http:
-        response = http.post(f"{root_url(standin_daemon)}/v1/chat/completions", content=body())
+        response = http.post(
+            f"{root_url(standin_daemon)}/v1/chat/completions",
+            content=body(),
+            headers={"content-type": "application/json"},
+        )
     assert response.status_code == 413
     assert "content-length" not in {key.lower() for key in response.request.headers}
     expected = f"body: the body is over {MAX_REQUEST_BYTES} bytes (--max-request-bytes)"

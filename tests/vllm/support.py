@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import psutil
 from pydantic import BaseModel
 
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.vllm.settings import VllmSettings
+
+# Warnings raised inside third-party packages while vLLM runs (see conftest.py).
+THIRD_PARTY_WARNINGS = [
+    "ignore::DeprecationWarning:vllm.*",
+    "ignore::FutureWarning:vllm.*",
+    "ignore::DeprecationWarning:torch.*",
+    "ignore::FutureWarning:torch.*",
+    "ignore::UserWarning:torch.*",
+    "ignore::DeprecationWarning:transformers.*",
+    "ignore::FutureWarning:transformers.*",
+    "ignore::UserWarning:multiprocessing.*",
+]
 
 # Eager mode: vLLM's CPU torch.compile warm-up takes minutes on two cores and proves nothing here.
 # A small KV cache keeps each engine's memory modest.
@@ -36,6 +47,8 @@ def settings(model: str, **overrides: Any) -> EngineTestSettings:
 
 def alive(pids: list[int]) -> list[int]:
     """The pids that still run (zombies count as gone: nothing is left of them but the exit code)."""
+    import psutil  # vLLM's dependency: installed where these checks run
+
     running = []
     for pid in pids:
         try:

@@ -85,14 +85,14 @@ def _randomize(model: Any, seed: int) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
 
 
-def build_llama(directory: Path) -> Path:
+def build_llama(directory: Path, max_positions: int = 2048) -> Path:
     """The built-in engine's tiny Llama (its byte-level tokenizer and seeded weights) with a chat template."""
     from autoglm_server.engine import builtin_tiny
 
     tokenizer = builtin_tiny.build_tokenizer()
     tokenizer.chat_template = LLAMA_CHAT_TEMPLATE
     model = builtin_tiny.build_model(tokenizer)
-    model.config.max_position_embeddings = 2048
+    model.config.max_position_embeddings = max_positions
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -39,6 +39,9 @@ REJECTION = "autoglm.rejection_reason"
 QUEUE_TIME = "autoglm.queue_time_s"
 TTFT = "autoglm.time_to_first_token_s"
 
+# The request methods (gRPC's and the HTTP routes' names) that are a chat: GenAI's operation "chat".
+CHAT_METHODS = frozenset({"Chat", "chat.completions"})
+
 # Reasons that are not the server refusing work (counted under requests_total's code instead).
 _NOT_REJECTIONS = frozenset({"cancelled"})
 
@@ -53,6 +56,7 @@ class _Observer:
         "_generated",
         "_last_token",
         "_mono0",
+        "_operation",
         "_output",
         "_owner",
         "_prompt_text",
@@ -63,8 +67,9 @@ class _Observer:
         "_wall0_ns",
     )
 
-    def __init__(self, owner: _Factory, protocol: str) -> None:
+    def __init__(self, owner: _Factory, protocol: str, operation: str) -> None:
         self._owner = owner
+        self._operation = operation
         self._series = owner.metrics.for_protocol(protocol) if owner.metrics is not None else None
         self._span = trace.get_current_span()
         self._summary = log_context.call_summary()
@@ -103,7 +108,7 @@ class _Observer:
         if span.is_recording():
             span.set_attributes(
                 {
-                    GEN_AI_OPERATION: "text_completion",
+                    GEN_AI_OPERATION: self._operation,
                     GEN_AI_MODEL: self._owner.model,
                     GEN_AI_MAX_TOKENS: request.max_new_tokens,
                     GEN_AI_TEMPERATURE: request.sampling.temperature,
@@ -225,7 +230,7 @@ class _Factory:
         self.log_prompts = log_prompts
 
     def __call__(self, method: str, protocol: str = "grpc") -> RequestObserver:
-        return _Observer(self, protocol)
+        return _Observer(self, protocol, "chat" if method in CHAT_METHODS else "text_completion")
 
 
 def make_observer_factory(

@@ -29,7 +29,9 @@ class VisionChatRenderer:
     ) -> None:
         self._tokenizer = tokenizer
         self._processor = processor
-        self._template = template or getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
+        self._template = (
+            template or getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
+        )
         self._max_images = max_images
         self._mm_kwargs = mm_kwargs
         image_token = getattr(processor, "image_token", None)

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -91,6 +90,10 @@ class VllmEngine:
         """The processes vLLM started for this engine (engine core, workers)."""
         return list(self._children)
 
+    def child_pids_named(self, prefix: str) -> list[int]:
+        """The engine's processes whose name starts with prefix (vLLM names them VLLM::EngineCore, ...)."""
+        return processes.named(self._children, prefix)
+
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._model_dir = await asyncio.to_thread(processes.ModelDir.for_model, self._settings.model)
@@ -138,7 +141,12 @@ class VllmEngine:
         tokenizer = llm.get_tokenizer()
         self._tokenizer = tokenizer
         eos = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
-        for source in (getattr(hf_config, "eos_token_id", None), getattr(config.get_hf_config_text(), "eos_token_id", None) if hasattr(config, "get_hf_config_text") else None):
+        for source in (
+            getattr(hf_config, "eos_token_id", None),
+            getattr(config.get_hf_config_text(), "eos_token_id", None)
+            if hasattr(config, "get_hf_config_text")
+            else None,
+        ):
             if isinstance(source, int):
                 eos.add(source)
             elif isinstance(source, list):
@@ -175,7 +183,9 @@ class VllmEngine:
         from autoglm_server.engine.vllm.chat import VisionChatRenderer
 
         assert self._model_dir is not None
-        processor = AutoProcessor.from_pretrained(self._model_dir.path, revision=self._settings.revision or None)
+        processor = AutoProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+            self._model_dir.path, revision=self._settings.revision or None
+        )
         kwargs = vllm_args.mm_processor_kwargs(self._settings.mm_processor_kwargs)
         return VisionChatRenderer(tokenizer, processor, template, images, kwargs)
 
@@ -185,7 +195,11 @@ class VllmEngine:
 
         ids = tuple(self._tokenizer.encode("warm up", add_special_tokens=False)) or (0,)
         request = GenerationRequest(
-            request_id="autoglm-warm-up", prompt_token_ids=ids, max_new_tokens=2, sampling=SamplingOptions(), ignore_eos=True
+            request_id="autoglm-warm-up",
+            prompt_token_ids=ids,
+            max_new_tokens=2,
+            sampling=SamplingOptions(),
+            ignore_eos=True,
         )
         stream = await self.submit(request)
         async for _ in stream:

@@ -67,7 +67,9 @@ def _logprobs(entries: Iterable[Mapping[int, Any]] | None, token_ids: list[int],
     result: list[TokenLogprob] = []
     for token_id, position in zip(token_ids, entries, strict=False):
         chosen = position[token_id]
-        ranked = sorted(((entry.rank, tid, entry.logprob) for tid, entry in position.items() if entry.rank), key=lambda x: x[0])
+        ranked = sorted(
+            ((entry.rank, tid, entry.logprob) for tid, entry in position.items() if entry.rank), key=lambda x: x[0]
+        )
         alternatives = tuple((tid, float(lp)) for rank, tid, lp in ranked if rank <= top)
         result.append(TokenLogprob(token_id=token_id, logprob=float(chosen.logprob), top=alternatives))
     return result

@@ -27,6 +27,17 @@ def children() -> set[int]:
     return {child.pid for child in psutil.Process().children(recursive=True)}
 
 
+def named(pids: list[int], prefix: str) -> list[int]:
+    """The pids among `pids` whose process name starts with prefix."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            # vLLM retitles its processes (setproctitle): the title is the command line, not the name.
+            if " ".join(psutil.Process(pid).cmdline()).startswith(prefix):
+                found.append(pid)
+    return found
+
+
 def reap(pids: list[int], timeout_s: float) -> None:
     """Wait for the given processes to exit; terminate, then kill, those that do not in time."""
     procs = []

@@ -51,7 +51,7 @@ class SchedulerView:
                     log.exception("the step listener failed")
 
 
-class _ViewLogger(StatLoggerBase):
+class _ViewLogger(StatLoggerBase):  # type: ignore[misc]  # vllm is untyped where mypy runs (.venv)
     """A vLLM stat logger that feeds a SchedulerView."""
 
     def __init__(self, view: SchedulerView) -> None:

@@ -57,7 +57,18 @@ class ModelNotFoundError(InvalidRequestError):
         super().__init__("model", f"the model {name!r} does not exist here; this server serves {served!r}")
 
 
+class UnsupportedMediaTypeError(InvalidRequestError):
+    """The body is not declared as JSON (415).
+
+    Refused rather than parsed anyway: a web page can make a browser post text/plain or a form to
+    any address without a CORS preflight, but not application/json, so insisting on it keeps pages
+    from driving a daemon on localhost (with auth disabled) behind its user's back.
+    """
+
+
 def to_http_error(error: AutoglmError) -> HttpError:
+    if isinstance(error, UnsupportedMediaTypeError):
+        return HttpError(415, _body(error.message, "invalid_request_error", error.field), error.code)
     if isinstance(error, ModelNotFoundError):
         return HttpError(404, _body(error.message, "invalid_request_error", "model", "model_not_found"), error.code)
     if isinstance(error, PayloadTooLargeError):

@@ -141,6 +141,7 @@ class OpenAIFrontend:
         chat: bool,
     ) -> Response:
         try:
+            self._pipeline.state.check_admission()  # while loading or draining, say so before anything else
             # Not use_span's defaults: they would mark the span ERROR for every refused request (a
             # 400 or 429 is the caller's); call.finish sets ERROR for server faults (5xx) only.
             with trace.use_span(call.use(), end_on_exit=False, record_exception=False, set_status_on_exception=False):
@@ -246,6 +247,11 @@ class OpenAIFrontend:
         return principal
 
     async def _parse(self, request: Request, model: type[Body], call: Call) -> Body:
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise errors.UnsupportedMediaTypeError(
+                "content-type", f"the body must be sent as application/json, got {media_type or 'no content-type'}"
+            )
         raw = await _read_body(request, self._config.max_request_bytes)
         body = self._pipeline.converted(call, lambda: _validate(model, raw))
         name = getattr(body, "model", "")

@@ -82,6 +82,8 @@ class _Sampling(_Body):
     priority: StrictInt = 0
 
     def options(self, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> OptionsSpec:
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequestError("stream_options", "only allowed with stream=true")
         if self.n != 1:
             raise InvalidRequestError("n", f"only n=1 is served, got {self.n}")
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
