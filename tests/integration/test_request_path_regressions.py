@@ -98,7 +98,7 @@ class _GatedEngine(AsyncEngine):
 
 async def test_sigterm_during_model_load_never_reports_serving() -> None:
     gate, loading = asyncio.Event(), asyncio.Event()
-    settings = Settings(listen="127.0.0.1:0", admin_listen="", auth="disabled", otlp_endpoint="")
+    settings = Settings(listen="127.0.0.1:0", admin_listen="", http_listen="", auth="disabled", otlp_endpoint="")
     daemon = Daemon(settings, _GatedEngine(gate, loading))
     readiness: list[bool] = []
     health_set = daemon._health.set
