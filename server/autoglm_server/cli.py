@@ -92,12 +92,12 @@ async def _serve(settings: object) -> int:
     engine: Engine
     if getattr(settings, "engine", "builtin") == "vllm":
         # Imported only when chosen: vllm is an optional dependency (the `vllm` extra).
-        try:
-            from autoglm_server.engine.vllm.engine import create_engine as create_vllm_engine
-        except ImportError as error:
-            raise StartupError(
-                f"--engine vllm needs vLLM ({error}); install 'autoglm-server[vllm]' (CPU: see .ci/vllm-env.sh)"
-            ) from None
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise StartupError("--engine vllm needs vLLM: install 'autoglm-server[vllm]' (CPU: see .ci/vllm-env.sh)")
+        from autoglm_server.engine.vllm.engine import create_engine as create_vllm_engine
+
         engine = create_vllm_engine(settings)
     else:
         from autoglm_server.engine.async_engine import create_engine

@@ -19,6 +19,9 @@ THIRD_PARTY_WARNINGS = [
     "ignore::DeprecationWarning:transformers.*",
     "ignore::FutureWarning:transformers.*",
     "ignore::UserWarning:multiprocessing.*",
+    # vLLM leaves its ZMQ contexts to the garbage collector after shutdown.
+    "ignore:Unclosed context:ResourceWarning",
+    r"ignore:Exception ignored in. <function Context.__del__:pytest.PytestUnraisableExceptionWarning",
 ]
 
 # Eager mode: vLLM's CPU torch.compile warm-up takes minutes on two cores and proves nothing here.

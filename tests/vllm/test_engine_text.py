@@ -66,7 +66,7 @@ def reference(llama_dir: Path) -> subprocess.Popen[str]:
     yield proc
     if proc.poll() is None:
         proc.kill()
-    proc.wait()
+    proc.communicate()  # reaps it and closes its pipe
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -39,7 +39,7 @@ class VllmRequestStream:
         if self._finished or self._closed:
             raise StopAsyncIteration
         try:
-            output = self._collector.get_nowait() or await self._next_output()
+            output = await self._next_output()
         except BaseException:  # deadline, engine death, or the consumer cancelled while waiting
             self._close()
             raise
@@ -53,6 +53,9 @@ class VllmRequestStream:
         deadline = self._state.request.deadline
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
+            ready = self._collector.get_nowait()  # raises what vLLM propagated, as get() does
+            if ready is not None:
+                return ready
             return await asyncio.wait_for(self._collector.get(), timeout)
         except TimeoutError:
             raise DeadlineExceededError("the request's deadline passed") from None
