@@ -11,12 +11,14 @@ from dataclasses import dataclass
 import grpc
 
 from autoglm_client.v1 import generation_pb2 as pb
+from autoglm_server.config import ServerSettings
 
 INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
 VOCAB = 259  # builtin:tiny (byte-level)
 LIMIT = 32  # the daemon's --max-new-tokens-limit in these tests
-MAX_MESSAGE = 4 * 2**20  # the daemon's default --max-message-bytes
+# The daemon's default --max-message-bytes (a Chat with its images must fit under it).
+MAX_MESSAGE: int = ServerSettings.model_fields["max_message_bytes"].default
 
 BAD = grpc.StatusCode.INVALID_ARGUMENT
 OK = grpc.StatusCode.OK
