@@ -148,6 +148,7 @@ def _usage(message: pb.Usage) -> Usage:
         completion_tokens=message.completion_tokens,
         queue_time_ms=message.queue_time_ms,
         time_to_first_token_ms=message.time_to_first_token_ms,
+        cached_prompt_tokens=message.cached_prompt_tokens,
     )
 
 

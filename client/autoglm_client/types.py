@@ -35,6 +35,9 @@ class Usage:
     completion_tokens: int
     queue_time_ms: float
     time_to_first_token_ms: float
+    # Part of prompt_tokens: those the engine's prefix cache supplied. The default keeps older
+    # callers that build a Usage themselves working; a server without the field sends 0.
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,7 @@ def finished(delta: GenerationDelta) -> pb.GenerateFinished:
             completion_tokens=usage.completion_tokens,
             queue_time_ms=usage.queue_time_s * 1000.0,
             time_to_first_token_ms=ttft * 1000.0 if ttft is not None else 0.0,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
         ),
     )
 

@@ -36,6 +36,9 @@ async def test_history_grows_every_step_and_every_reply_has_its_length(daemon: D
     assert prompts[0] > 200  # the system prompt is in every request
     assert prompts[0] < prompts[1] < prompts[2]
     assert all(s["completion_tokens_mean"] == 4 for s in steps)
+    # Read from the usage chunk: the built-in engine has no prefix cache and says 0 (not "unknown").
+    assert [s["cached_prompt_tokens_mean"] for s in steps] == [0, 0, 0]
+    assert all(sample["cached_prompt_tokens"] == 0 for sample in outcome["samples"])
     for sample in outcome["samples"]:
         assert 0 < sample["ttft_ms"] <= sample["e2e_ms"]
     assert len(outcome["samples"]) == 6

@@ -38,6 +38,7 @@ def test_the_peer_gets_what_the_daemon_gives_its_engine(tmp_path: Path) -> None:
     assert "--no-enable-prefix-caching" in peer
     assert "--no-enable-prefix-caching" in daemon
     assert _flag(daemon, "--engine") == "vllm"
+    assert "--enable-prompt-tokens-details" in peer  # so vLLM's server reports cached_tokens as the daemon does
     assert peer[-1] == "--seed=1"
 
 

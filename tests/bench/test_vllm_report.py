@@ -71,3 +71,68 @@ def test_the_agent_target_compares_the_last_step_with_and_without_the_prefix_cac
     assert target["ratio"] == 0.3
     assert target["met"]
     assert agent_bench.targets({"workload": {"steps": 1}, "runs": {agent_bench.BUILTIN: []}}) == []
+
+
+def _agent_result(
+    runs: dict[str, Any], summary: dict[str, Any], target: str, *, sessions: int, steps: int, rounds: int
+) -> dict[str, Any]:
+    return {
+        "model": "m",
+        "dtype": "bfloat16",
+        "vllm_target": target,
+        "workload": {"sessions": sessions, "steps": steps, "system_chars": 100, "reply_tokens": 4, "vision": False},
+        "rounds": rounds,
+        "runs": runs,
+        "summary": summary,
+        "targets": [],
+        "started_s": {},
+    }
+
+
+def _agent_steps(ttft: float, prompts: list[int], cached: list[float | None]) -> dict[str, Any]:
+    return {
+        "steps": [
+            {
+                "ttft_ms": {"p50": ttft, "p99": ttft},
+                "e2e_ms": {"p50": ttft * 2},
+                "prompt_tokens_mean": prompt,
+                "cached_prompt_tokens_mean": hit,
+                "messages": 2 * index + 2,
+            }
+            for index, (prompt, hit) in enumerate(zip(prompts, cached, strict=True))
+        ]
+    }
+
+
+def test_the_agent_report_shows_the_cached_share_and_the_floor_it_puts_under_the_ratio() -> None:
+    prompts = [400, 800]
+    runs = {
+        agent_bench.BUILTIN: [_agent_steps(90.0, prompts, [0, 0])],
+        # The median over rounds: 0 and 512 at step 1, 640 and 704 at step 2 (one round did not say).
+        agent_bench.PREFIX_ON: [
+            _agent_steps(20.0, prompts, [0, 640]),
+            _agent_steps(30.0, prompts, [None, 704]),
+            _agent_steps(25.0, prompts, [512, None]),
+        ],
+        agent_bench.PREFIX_OFF: [_agent_steps(100.0, prompts, [0, 0]) for _ in range(3)],
+    }
+    summary = {name: agent_bench.summarize(rounds) for name, rounds in runs.items()}
+    assert [row["cached_prompt_tokens_mean"] for row in summary[agent_bench.PREFIX_ON]] == [256, 672]
+    assert agent_bench.cached_shares(summary) == [0.64, 0.84]
+    bound = agent_bench.cache_bound(summary)
+    assert bound == {"step": 2, "cached_share": 0.84, "ttft_ratio_floor": 0.16}
+    table = agent_bench.markdown(_agent_result(runs, summary, "server", sessions=2, steps=2, rounds=3))
+    assert f"| step | prompt tokens | {agent_bench.PREFIX_ON}: cached share | builtin TTFT |" in table
+    assert "| 1 | 400 | 64% | 90.0 |" in table
+    assert "| 2 | 800 | 84% | 90.0 |" in table
+    assert "TTFT on / off cannot go much below 0.16 there." in table
+
+
+def test_without_cache_figures_the_agent_report_has_no_share_column() -> None:
+    # A prefix-on server that never reported cached tokens: no made-up 0% column, no floor.
+    runs = {agent_bench.PREFIX_ON: [_agent_steps(20.0, [400], [None])]}
+    summary = {name: agent_bench.summarize(rounds) for name, rounds in runs.items()}
+    assert agent_bench.cache_bound(summary) is None
+    table = agent_bench.markdown(_agent_result(runs, summary, "daemon", sessions=1, steps=1, rounds=1))
+    assert "cached share" not in table
+    assert "cannot go much below" not in table

@@ -78,7 +78,13 @@ def test_http_chat_equals_grpc_chat(daemon: Daemon) -> None:
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (grpc_reply.usage.prompt_tokens, NEW_TOKENS)
+    # The built-in engine has no prefix cache: both doors say so with an explicit 0, not a missing field.
+    assert grpc_reply.usage.cached_prompt_tokens == 0
+    assert reply.usage.prompt_tokens_details is not None
+    assert reply.usage.prompt_tokens_details.cached_tokens == 0
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == grpc_reply.text
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == NEW_TOKENS
+    assert chunks[-1].usage.prompt_tokens_details is not None
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 0

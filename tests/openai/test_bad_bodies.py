@@ -107,3 +107,5 @@ def test_after_all_that_the_server_still_serves(http: httpx2.Client) -> None:
     response = http.post(CHAT, content=_chat(max_tokens=2, ignore_eos=True))
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["completion_tokens"] == 2
+    # OpenAI's shape, on the wire: the cached share of the prompt is nested, and 0 here (no prefix cache).
+    assert response.json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}

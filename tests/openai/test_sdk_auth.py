@@ -122,6 +122,8 @@ def test_chat_usage_counts_the_rendered_prompt_and_max_tokens(client: openai.Ope
     assert reply.usage is not None
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (prompt_tokens, 12)
     assert reply.usage.total_tokens == prompt_tokens + 12
+    assert reply.usage.prompt_tokens_details is not None
+    assert reply.usage.prompt_tokens_details.cached_tokens == 0  # the built-in engine has no prefix cache
     assert reply.object == "chat.completion"
     assert reply.id.startswith("chatcmpl-")
     assert reply.model == SERVED
@@ -152,6 +154,8 @@ def test_chat_stream_matches_the_whole_reply_and_ends_with_usage(client: openai.
     assert last.usage is not None
     assert whole.usage is not None
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (whole.usage.prompt_tokens, 10)
+    assert last.usage.prompt_tokens_details is not None
+    assert last.usage.prompt_tokens_details.cached_tokens == 0
     assert all(chunk.usage is None for chunk in chunks[:-1])
     reasons = [chunk.choices[0].finish_reason for chunk in chunks[:-1]]
     assert reasons[-1] == "length"
@@ -202,6 +206,8 @@ def test_completion_usage_and_text_match_grpc_generate(client: openai.OpenAI, gr
     assert reply.usage is not None
     prompt_tokens = len(grpc_client.tokenize(prompt, add_special_tokens=True))
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (prompt_tokens, 9)
+    assert reply.usage.prompt_tokens_details is not None
+    assert reply.usage.prompt_tokens_details.cached_tokens == 0
     (choice,) = reply.choices
     assert choice.finish_reason == "length"
     assert choice.text == grpc_client.generate_text(prompt, max_new_tokens=9, ignore_eos=True).text
@@ -223,6 +229,8 @@ def test_completion_stream_with_usage(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None
     assert whole.usage is not None
     assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
+    assert chunks[-1].usage.prompt_tokens_details is not None
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 0
     assert chunks[-2].choices[0].finish_reason == "length"
     assert "".join(chunk.choices[0].text for chunk in chunks[:-1]) == whole.choices[0].text
 

@@ -123,13 +123,16 @@ def test_finished_message_carries_usage_and_reason() -> None:
     delta = GenerationDelta(
         finish_reason=FinishReason.STOP_SEQUENCE,
         matched_stop="\n",
-        usage=Usage(prompt_tokens=3, completion_tokens=4, queue_time_s=0.5, time_to_first_token_s=0.25),
+        usage=Usage(
+            prompt_tokens=3, completion_tokens=4, queue_time_s=0.5, time_to_first_token_s=0.25, cached_prompt_tokens=2
+        ),
     )
     finished = convert.finished_message(delta).finished
     assert finished.finish_reason == pb.FINISH_REASON_STOP_SEQUENCE
     assert finished.matched_stop == "\n"
     assert (finished.usage.prompt_tokens, finished.usage.completion_tokens) == (3, 4)
     assert finished.usage.queue_time_ms == pytest.approx(500.0)
+    assert finished.usage.cached_prompt_tokens == 2
 
 
 def test_model_info_warns_about_random_weights_and_disabled_auth() -> None:

@@ -169,6 +169,25 @@ async def test_logprobs(engine: VllmEngine) -> None:
         assert entry.logprob <= 0.0
 
 
+async def test_a_repeated_long_prompt_reports_prefix_cache_hits(engine: VllmEngine) -> None:
+    # The fixture keeps vLLM's prefix caching on (the settings default). vLLM caches whole KV blocks
+    # only and always computes the last prompt token, so the repeat hits every full block but that.
+    block = engine.llm.vllm_config.cache_config.block_size
+    # Starts unlike PROMPT (which earlier tests sent) so nothing of it can be cached before the first run.
+    long_prompt = tuple(200 - (i % 150) for i in range(3 * block + 5))
+    runs = []
+    for run in ("cold", "warm"):
+        req = GenerationRequest(request_id=f"prefix-{run}", prompt_token_ids=long_prompt, max_new_tokens=4)
+        runs.append((await collect(engine, req))[-1].usage)
+    cold, warm = runs
+    assert cold is not None
+    assert warm is not None
+    assert cold.prompt_tokens == warm.prompt_tokens == len(long_prompt)
+    assert cold.cached_prompt_tokens == 0
+    assert 0 < warm.cached_prompt_tokens < len(long_prompt)
+    assert warm.cached_prompt_tokens % block == 0, (warm.cached_prompt_tokens, block)
+
+
 async def test_cancel_frees_vllm_slot(engine: VllmEngine) -> None:
     stream = await engine.submit(request("cancel-me", 1500))
     await anext(stream)

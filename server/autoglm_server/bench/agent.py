@@ -126,6 +126,7 @@ class StepSample:
     completion_tokens: int
     messages: int  # how many messages the request carried
     error: str | None = None  # why the step failed (then its latencies are not counted)
+    cached_prompt_tokens: int | None = None  # from the usage chunk; None when the server does not say
 
 
 async def run_session(
@@ -159,6 +160,7 @@ async def run_session(
                 result.prompt_tokens,
                 result.completion_tokens,
                 len(history),
+                cached_prompt_tokens=result.cached_prompt_tokens,
             )
         )
         history[-1] = without_images(message)
@@ -166,8 +168,14 @@ async def run_session(
     return samples
 
 
+def _mean_cached(samples: Sequence[StepSample]) -> float | None:
+    known = [s.cached_prompt_tokens for s in samples if s.cached_prompt_tokens is not None]
+    return sum(known) / len(known) if known else None
+
+
 def per_step(samples: Sequence[StepSample], steps: int) -> list[dict[str, Any]]:
-    """For each step: TTFT and end-to-end percentiles over the sessions, and the prompt's size."""
+    """For each step: TTFT and end-to-end percentiles over the sessions, the prompt's size, and how
+    much of it the server's prefix cache served (None when the server does not report it)."""
     rows = []
     for step in range(1, steps + 1):
         failed = [s for s in samples if s.step == step and s.error is not None]
@@ -181,6 +189,7 @@ def per_step(samples: Sequence[StepSample], steps: int) -> list[dict[str, Any]]:
                 "e2e_ms": Percentiles.of([s.e2e_ms for s in mine]).to_dict(),
                 "prompt_tokens_mean": sum(s.prompt_tokens for s in mine) / len(mine) if mine else 0.0,
                 "completion_tokens_mean": sum(s.completion_tokens for s in mine) / len(mine) if mine else 0.0,
+                "cached_prompt_tokens_mean": _mean_cached(mine),
                 "messages": max((s.messages for s in mine), default=0),
             }
         )

@@ -6,7 +6,9 @@ measures is what an OpenAI client sees. It sends the same requests as the gRPC l
 the same figures in the same `LoadReport`, so a gRPC run and an HTTP run line up column by column.
 
 Token counts come from the final usage chunk (`stream_options.include_usage`), because an SSE chunk
-carries text, not token ids: a chunk's gap is shared equally among the request's mean tokens per
+carries text, not token ids (the prompt tokens served from a prefix cache too, from OpenAI's
+`usage.prompt_tokens_details.cached_tokens`, which vLLM's server sends with
+--enable-prompt-tokens-details): a chunk's gap is shared equally among the request's mean tokens per
 chunk for the inter-token latency. The first token is the first chunk that carries text (or
 finishes the choice); an opening chunk with only the assistant role is not a token.
 No vLLM import: this runs in the main environment.
@@ -37,6 +39,9 @@ class StreamResult:
     completion_tokens: int
     prompt_tokens: int
     text: str
+    # None when the server's usage has no prompt_tokens_details (a server that does not report it):
+    # "unknown", which a report must not show as "nothing cached".
+    cached_prompt_tokens: int | None = None
 
     def itl_ms(self) -> list[float]:
         """Per-token latencies: each chunk gap spread over the mean tokens per chunk."""
@@ -128,6 +133,7 @@ async def _consume(stream: AsyncIterator[Any], start: float, delta_of: Any) -> S
     completion = int(usage.completion_tokens) if usage is not None else chunks
     prompt = int(usage.prompt_tokens) if usage is not None else 0
     return StreamResult(
+        cached_prompt_tokens=cached_tokens(usage),
         ttft_ms=((first if first is not None else end) - start) * 1000.0,
         e2e_ms=(end - start) * 1000.0,
         chunk_gaps_ms=gaps,
@@ -136,6 +142,13 @@ async def _consume(stream: AsyncIterator[Any], start: float, delta_of: Any) -> S
         prompt_tokens=prompt,
         text="".join(parts),
     )
+
+
+def cached_tokens(usage: Any) -> int | None:
+    """usage.prompt_tokens_details.cached_tokens of an SDK usage object; None where it is missing."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return int(cached) if cached is not None else None
 
 
 def error_name(exc: BaseException) -> str:
@@ -232,6 +245,7 @@ def served_model(models_page: Any) -> str:
 
 __all__ = [
     "StreamResult",
+    "cached_tokens",
     "error_name",
     "make_client",
     "run_openai_load",

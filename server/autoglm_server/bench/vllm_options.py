@@ -133,11 +133,14 @@ def peer_args(args: argparse.Namespace, *, max_running: int, prefix_caching: boo
     """vLLM's own server's flags: the engine arguments the daemon's vLLM engine gets, as CLI flags.
 
     Both come from the vLLM engine's own `engine_arg_dict`, so a change there moves both servers.
+    --enable-prompt-tokens-details makes vLLM's server report usage.prompt_tokens_details.cached_tokens
+    as the daemon always does (off by default there), so both report their prefix-cache hits.
     """
     from autoglm_server.engine.vllm.args import engine_arg_dict
 
     view = engine_view(args, max_running=max_running, prefix_caching=prefix_caching)
-    return [*as_flags(engine_arg_dict(view)), "--disable-uvicorn-access-log", *args.peer_arg]
+    frontend = ["--disable-uvicorn-access-log", "--enable-prompt-tokens-details"]
+    return [*as_flags(engine_arg_dict(view)), *frontend, *args.peer_arg]
 
 
 def as_flags(engine_args: dict[str, Any]) -> list[str]:

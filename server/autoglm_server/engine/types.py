@@ -158,6 +158,9 @@ class Usage:
     completion_tokens: int
     queue_time_s: float
     time_to_first_token_s: float | None
+    # Prompt tokens whose KV came from a prefix cache rather than a forward pass; the built-in
+    # engine has no such cache, so it always leaves this 0.
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(slots=True)

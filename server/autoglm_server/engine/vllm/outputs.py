@@ -43,6 +43,7 @@ class OutputState:
     context_clamped: bool  # max_tokens was cut to the context left: a length end is CONTEXT_LENGTH
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
 
 def finish_reason(state: OutputState, reason: str | None, stop_reason: int | str | None) -> FinishReason | None:
@@ -82,6 +83,11 @@ def to_delta(state: OutputState, output: Any) -> GenerationDelta:
     state.completion_tokens += len(token_ids)
     if output.prompt_token_ids is not None:
         state.prompt_tokens = len(output.prompt_token_ids)
+    # vLLM fixes num_cached_tokens when it first schedules the request; a DELTA output may still
+    # leave it unset (None), so keep the largest value any delta reported.
+    cached = getattr(output, "num_cached_tokens", None)
+    if cached:
+        state.cached_prompt_tokens = max(state.cached_prompt_tokens, int(cached))
     delta = GenerationDelta(text=completion.text, token_ids=token_ids)
     if state.request.logprobs:
         delta.logprobs = _logprobs(completion.logprobs, token_ids, state.request.top_logprobs)
@@ -109,4 +115,5 @@ def usage(state: OutputState, metrics: Any) -> Usage:
         completion_tokens=state.completion_tokens,
         queue_time_s=queue_time,
         time_to_first_token_s=ttft,
+        cached_prompt_tokens=state.cached_prompt_tokens,
     )

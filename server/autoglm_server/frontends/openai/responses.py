@@ -21,13 +21,15 @@ def finish_reason(reason: FinishReason | None) -> str | None:
     return "stop" if reason in _STOPPED else "length"
 
 
-def usage_body(usage: Usage | None) -> dict[str, int] | None:
+def usage_body(usage: Usage | None) -> dict[str, object] | None:
+    """OpenAI's usage object; prompt_tokens_details.cached_tokens is always sent, 0 without a cache."""
     if usage is None:
         return None
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
     }
 
 
