@@ -241,6 +241,7 @@ class Daemon:
             FrontendConfig(
                 served_model_name=settings.served_model_name,
                 max_request_bytes=settings.max_request_bytes,
+                body_timeout_s=settings.http_body_timeout,
                 scope_generate=settings.scope_generate,
                 scope_models_read=settings.scope_models_read,
                 access_log=settings.access_log,

@@ -1,7 +1,8 @@
 """A burst of hostile images leaks nothing: this process's RSS and open fds stay bounded.
 
-Each kind of bad image is refused a few hundred times in all (concurrently, as a busy server would
-see them); the figures are printed (pytest -s) and the growth after a warm-up round must stay small.
+Each kind of bad image is refused about two thousand times in all (concurrently, as a busy server
+would see them); the figures are printed (pytest -s) and the RSS of the later bursts must not climb
+above that of the earlier ones.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.serving import image_http
 from tests.serving import image_samples as samples
 
 FIELD = "messages[0].content[0].image_url"
+BURSTS = 6  # of 30 rounds each, after the warm-up
 
 
 def hostile_cases(base: str, allowed: Path) -> list[Callable[[ImageLimits], Awaitable[object]]]:
@@ -70,19 +72,27 @@ async def test_a_burst_of_bad_images_leaks_no_memory_or_fds(tmp_path: Path) -> N
         await burst(cases, limits, rounds=5)  # warm-up: worker threads, allocator pools, TLS context
         gc.collect()
         before = procstats.sample(os.getpid())
-        count = await burst(cases, limits, rounds=30)
-        gc.collect()
+        count, rss_mib = 0, []
+        for _ in range(BURSTS):
+            count += await burst(cases, limits, rounds=30)
+            gc.collect()
+            rss_mib.append(procstats.sample(os.getpid()).rss_mib)
         after = procstats.sample(os.getpid())
     finally:
         listener.stop()
-    growth_mib = (after.rss_bytes - before.rss_bytes) / 2**20
+    # A leak grows with every burst; the allocator's arenas (one per decode thread) settle at a level
+    # that wanders by several MiB from burst to burst. So the later bursts' peak is compared with
+    # the earlier ones', not one sample with another.
+    half = BURSTS // 2
+    growth_mib = max(rss_mib[half:]) - max(rss_mib[:half])
     print(
-        f"\n{count} bad images refused: RSS {before.rss_mib:.1f} -> {after.rss_mib:.1f} MiB"
-        f" ({growth_mib:+.1f}), fds {before.open_fds} -> {after.open_fds}, threads {before.threads} -> {after.threads}"
+        f"\n{count} bad images refused: RSS {before.rss_mib:.1f} MiB, then per burst"
+        f" {', '.join(f'{r:.1f}' for r in rss_mib)} (later peak - earlier peak {growth_mib:+.1f}),"
+        f" fds {before.open_fds} -> {after.open_fds}, threads {before.threads} -> {after.threads}"
     )
-    assert count == 30 * len(cases)
+    assert count == BURSTS * 30 * len(cases)
     assert after.open_fds <= before.open_fds + 2
-    assert growth_mib < 24
+    assert growth_mib < 16
     # And a good image still loads after all that, with a fresh budget.
     good = samples.data_url(samples.small("PNG"), "image/png")
     assert (await load_image_url(good, limits, field=FIELD, budget=ImageBudget(limits))).width == 64

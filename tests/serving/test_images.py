@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import ExifTags, Image
 
 from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError, StartupError
 from autoglm_server.serving.image_decode import decode_image
@@ -55,6 +55,38 @@ async def test_jpeg_and_webp_load(fmt: str, mime: str) -> None:
     image = await load_image_url(samples.data_url(data, mime), LIMITS, field=FIELD)
     assert (image.width, image.height, image.image.mode) == (320, 200, "RGB")
     assert image.mime_type == {"JPEG": "image/jpeg", "WEBP": "image/webp", "PNG": "image/png"}[fmt]
+
+
+def _tagged(fmt: str, orientation: int) -> bytes:
+    """A 64x48 white image with a red 16x16 block at its stored top-left, tagged with an EXIF Orientation."""
+    stored = Image.new("RGB", (64, 48), (255, 255, 255))
+    stored.paste((255, 0, 0), (0, 0, 16, 16))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    return samples.encode(stored, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+# Where the stored top-left block is shown once upright, for each Orientation value (EXIF 2.3, 4.6.4).
+_BLOCK_SHOWN_AT = {1: (8, 8), 3: (56, 40), 6: (40, 8), 8: (8, 56)}
+
+
+@pytest.mark.parametrize(("fmt", "mime"), [("JPEG", "image/jpeg"), ("WEBP", "image/webp"), ("PNG", "image/png")])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+async def test_exif_orientation_is_applied_as_the_tag_says(fmt: str, mime: str, orientation: int) -> None:
+    # The pixel cap is exactly the image's pixels: turning it keeps the count, so it still loads.
+    limits = ImageLimits(max_image_pixels=64 * 48)
+    image = await load_image_bytes(_tagged(fmt, orientation), mime, limits, field=FIELD)
+    turned = orientation in {6, 8}  # a phone held upright: 90 degrees, so width and height swap
+    assert (image.width, image.height) == ((48, 64) if turned else (64, 48))
+    assert image.image.size == (image.width, image.height)
+    red, green, blue = image.image.getpixel(_BLOCK_SHOWN_AT[orientation])
+    assert red > 200, (red, green, blue)
+    assert max(green, blue) < 60, (red, green, blue)
+
+
+async def test_an_unusable_orientation_tag_leaves_the_image_as_stored() -> None:
+    image = await load_image_bytes(_tagged("JPEG", 9), "image/jpeg", LIMITS, field=FIELD)
+    assert (image.width, image.height) == (64, 48)
 
 
 async def test_transparent_pixels_become_white_and_palette_transparency_warns_nothing() -> None:

@@ -43,6 +43,7 @@ REJECTION_REASONS = frozenset(
         "invalid",
         "unavailable",
         "out_of_memory",
+        "decode_busy",
         "internal",
     }
 )

@@ -2,9 +2,12 @@
 
 Only PNG, JPEG and WebP are accepted, judged from the bytes (a declared MIME type must agree). The
 size is read from the header with the format's own Pillow plugin and checked against the pixel cap
-before any pixel is decoded; only then does Image.open (which applies Pillow's own bomb guard too)
-decode the image fully, so a truncated or corrupt file fails here with a message that says so, never
-later in the engine. `decode_image` is synchronous and CPU-bound: call it in a worker thread.
+before any pixel is decoded (`probe`); only then does Image.open (which applies Pillow's own bomb
+guard too) decode the image fully (`decode_probed`), so a truncated or corrupt file fails here with a
+message that says so, never later in the engine. The image is turned upright as its EXIF Orientation
+tag says (phone cameras store the sensor's rows and tag the rotation): the model sees what the user
+saw, and the pixel count, already checked, is the same. Both steps are synchronous and CPU-bound:
+call them in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import io
 import re
 from dataclasses import dataclass
 
-from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from autoglm_server.engine.types import ImageInput
 from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError
@@ -57,6 +60,8 @@ _REFUSED_MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"ftyphei", 4, "HEIF"),
     (b"ftypmif1", 4, "HEIF"),
 )
+# EXIF Orientation values that need a flip or a rotation (1 is upright; anything else is not a valid tag).
+_REORIENTED = range(2, 9)
 _MIME_TOKEN = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
 
 
@@ -87,8 +92,26 @@ def sniff_format(data: bytes, field: str) -> ImageFormat:
     raise InvalidRequestError(field, f"the data is not a PNG, JPEG or WebP image; {ACCEPTED}")
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What the header says: the format and the size, checked against the pixel cap."""
+
+    fmt: ImageFormat
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
 def decode_image(data: bytes, declared: ImageFormat | None, max_pixels: int, field: str) -> ImageInput:
     """Check and decode one encoded image into a fully loaded RGB ImageInput."""
+    return decode_probed(data, probe(data, declared, max_pixels, field), field)
+
+
+def probe(data: bytes, declared: ImageFormat | None, max_pixels: int, field: str) -> Probe:
+    """The format and size of an encoded image, without decoding a pixel; raises past the pixel cap."""
     fmt = sniff_format(data, field)
     if declared is not None and declared is not fmt:
         raise InvalidRequestError(field, f"declared {declared.mime_type} but the data is {fmt.label}")
@@ -99,10 +122,15 @@ def decode_image(data: bytes, declared: ImageFormat | None, max_pixels: int, fie
             f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels"
             " per image (--max-image-pixels)",
         )
-    image = _load(data, fmt, field)
+    return Probe(fmt, width, height)
+
+
+def decode_probed(data: bytes, probed: Probe, field: str) -> ImageInput:
+    """Decode every pixel of an image `probe` has passed, upright and in RGB."""
+    image = _load(data, probed.fmt, field)
     return ImageInput(
         image=image,
-        mime_type=fmt.mime_type,
+        mime_type=probed.fmt.mime_type,
         width=image.width,
         height=image.height,
         encoded_bytes=len(data),
@@ -138,6 +166,7 @@ def _load(data: bytes, fmt: ImageFormat, field: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=[fmt.name])
         image.load()
+        _make_upright(image)
         return _to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # Pillow's guard: only reachable if its global limit was lowered below ours.
@@ -146,6 +175,18 @@ def _load(data: bytes, fmt: ImageFormat, field: str) -> Image.Image:
         raise
     except Exception as error:  # truncated data, bad checksums, broken streams, unconvertible modes
         raise InvalidRequestError(field, _corrupt(fmt, error)) from None
+
+
+def _make_upright(image: Image.Image) -> None:
+    """Apply the EXIF Orientation tag in place (same pixel count: only width and height may swap)."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation in _REORIENTED:
+            ImageOps.exif_transpose(image, in_place=True)
+    except MemoryError:
+        raise
+    except Exception:  # noqa: S110 - an unreadable EXIF block leaves the pixels as stored, still an image
+        pass
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoglm_server.errors import PayloadTooLargeError, StartupError
+from autoglm_server.serving.image_gate import DecodeGate
 from autoglm_server.serving.image_settings import ImageSettings
 from autoglm_server.serving.image_urls import UrlPrefix, parse_prefix
 
@@ -22,6 +23,13 @@ class ImageLimits:
     # Resolved (no symlinks) and known to be a directory; None refuses every file:// URL.
     allowed_local_dir: Path | None = None
     fetch_timeout_s: float = ImageSettings.model_fields["image_fetch_timeout"].default
+    max_decode_pixels: int = ImageSettings.model_fields["max_decode_pixels"].default
+    decode_wait_s: float = ImageSettings.model_fields["image_decode_wait"].default
+    # Shared by every request that uses these limits: the daemon builds one ImageLimits, so one gate.
+    decode_gate: DecodeGate = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decode_gate", DecodeGate(self.max_decode_pixels, self.decode_wait_s))
 
     @classmethod
     def from_settings(cls, settings: ImageSettings) -> ImageLimits:
@@ -31,6 +39,11 @@ class ImageLimits:
             local_dir = Path(settings.allowed_local_image_dir).resolve()
             if not local_dir.is_dir():
                 raise StartupError(f"--allowed-local-image-dir {settings.allowed_local_image_dir!r} is not a directory")
+        if settings.max_decode_pixels < settings.max_image_pixels:
+            raise StartupError(
+                f"--max-decode-pixels {settings.max_decode_pixels} is below --max-image-pixels"
+                f" {settings.max_image_pixels}: the budget must hold one image of the largest size allowed"
+            )
         return cls(
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
@@ -39,6 +52,8 @@ class ImageLimits:
             allowed_url_prefixes=tuple(parse_prefix(p) for p in settings.allowed_image_url_prefixes),
             allowed_local_dir=local_dir,
             fetch_timeout_s=settings.image_fetch_timeout,
+            max_decode_pixels=settings.max_decode_pixels,
+            decode_wait_s=settings.image_decode_wait,
         )
 
 

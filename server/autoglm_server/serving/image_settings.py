@@ -1,8 +1,9 @@
 """Settings of the image parts of chat requests (part of config.Settings).
 
 Images are attacker input: each cap below is checked before the work it bounds (bytes before base64
-decoding, pixels from the header before any pixel is decoded), and the daemon fetches nothing a caller
-names unless an operator allowed it here.
+decoding, pixels from the header before any pixel is decoded, the pixels decoding at once over all
+requests before a decode starts), and the daemon fetches nothing a caller names unless an operator
+allowed it here.
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ class ImageSettings(BaseModel):
     )
     max_request_image_bytes: int = Field(
         64 * MIB, ge=1, description="most encoded image bytes in one request, over all its images"
+    )
+    max_decode_pixels: int = Field(
+        4 * 40_000_000,
+        ge=1,
+        description="most pixels being decoded at once over all requests (four images at the default"
+        " --max-image-pixels: about 0.5-1 GB of decode memory); a decode waits for room in arrival order."
+        " Must be at least --max-image-pixels",
+    )
+    image_decode_wait: float = Field(
+        10.0,
+        gt=0,
+        description="seconds an image may wait for room under --max-decode-pixels; longer gets"
+        " RESOURCE_EXHAUSTED (HTTP 429) with a retry hint",
     )
     allowed_image_url_prefixes: list[str] = Field(
         default_factory=list,

@@ -10,7 +10,9 @@ Which URLs load:
 - `http(s)://`: only below a prefix in --allowed-image-url-prefixes (empty by default): the daemon
   never fetches a URL an untrusted caller names (SSRF into the pod network, cloud metadata).
 - `file://`: only below --allowed-local-image-dir (empty by default).
-Decoding (image_decode.py) runs in a worker thread: a 1080x2400 PNG takes tens of milliseconds.
+Decoding (image_decode.py) runs in worker threads, in two steps: the header is read first (format,
+size, the pixel cap), then the pixels are decoded once the process-wide decode budget
+(image_gate.py, --max-decode-pixels) has room for them. A 1080x2400 PNG takes tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import binascii
 
 from autoglm_server.engine.types import ImageInput
 from autoglm_server.errors import InvalidRequestError
-from autoglm_server.serving.image_decode import ImageFormat, decode_image, format_for_mime
+from autoglm_server.serving import image_decode
+from autoglm_server.serving.image_decode import ImageFormat, Probe, format_for_mime
 from autoglm_server.serving.image_fetch import fetch_http, read_local_file, too_large
 from autoglm_server.serving.image_limits import ImageBudget, ImageLimits
 from autoglm_server.serving.image_urls import match_prefix
@@ -88,17 +91,18 @@ async def _decode_base64(
         raise too_large(field, f"about {nbytes}", limits.max_image_bytes)
     if budget is not None:
         budget.charge(nbytes, field=field)
-    return await asyncio.to_thread(_base64_then_decode, payload, declared, limits.max_image_pixels, field)
+    data, probed = await asyncio.to_thread(_base64_then_probe, payload, declared, limits.max_image_pixels, field)
+    return await _decode_probed(data, probed, limits, field)
 
 
-def _base64_then_decode(payload: str, declared: ImageFormat, max_pixels: int, field: str) -> ImageInput:
+def _base64_then_probe(payload: str, declared: ImageFormat, max_pixels: int, field: str) -> tuple[bytes, Probe]:
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         raise InvalidRequestError(
             field, "the data: URL's payload is not valid base64 (standard alphabet, padded, no whitespace)"
         ) from None
-    return decode_image(data, declared, max_pixels, field)
+    return data, image_decode.probe(data, declared, max_pixels, field)
 
 
 async def _decode(
@@ -110,7 +114,14 @@ async def _decode(
         raise InvalidRequestError(field, "the image data is empty")
     if budget is not None:
         budget.charge(len(data), field=field)
-    return await asyncio.to_thread(decode_image, data, declared, limits.max_image_pixels, field)
+    probed = await asyncio.to_thread(image_decode.probe, data, declared, limits.max_image_pixels, field)
+    return await _decode_probed(data, probed, limits, field)
+
+
+async def _decode_probed(data: bytes, probed: Probe, limits: ImageLimits, field: str) -> ImageInput:
+    # decode_probed is looked up on its module at each call (not imported by name), so that a test can
+    # wrap it and count the pixels really decoding at once.
+    return await limits.decode_gate.run(probed.pixels, field, image_decode.decode_probed, data, probed, field)
 
 
 async def _fetch_allowed(url: str, limits: ImageLimits, field: str) -> tuple[bytes, str]:

@@ -2,9 +2,10 @@
 
 `{"error": {"message", "type", "param", "code"}}` with the statuses the official SDK turns into its
 exception classes: 400 BadRequestError, 401 AuthenticationError, 403 PermissionDeniedError, 404
-NotFoundError, 413, 429 RateLimitError (with Retry-After and retry-after-ms, which the SDK's retry
-reads), 503 while starting or draining, 500 with a correlation id for anything unexpected. The
-gRPC code name of each error goes with it, for the shared requests metric.
+NotFoundError, 408 (the body came too slowly; the connection is closed), 413, 429 RateLimitError
+(with Retry-After and retry-after-ms, which the SDK's retry reads), 503 while starting or draining,
+500 with a correlation id for anything unexpected. The gRPC code name of each error goes with it,
+for the shared requests metric.
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ class ModelNotFoundError(InvalidRequestError):
         super().__init__("model", f"the model {name!r} does not exist here; this server serves {served!r}")
 
 
+class BodyTimeoutError(DeadlineExceededError):
+    """The client did not send its whole body within --http-body-timeout (408, connection closed).
+
+    DEADLINE_EXCEEDED for the requests metric: a deadline passed, the client's own, not the engine's.
+    """
+
+    field = "body"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"body: the request body did not arrive within {timeout_s:g} s (--http-body-timeout); send the"
+            " whole body at once"
+        )
+
+
 class UnsupportedMediaTypeError(InvalidRequestError):
     """The body is not declared as JSON (415).
 
@@ -67,6 +83,10 @@ class UnsupportedMediaTypeError(InvalidRequestError):
 
 
 def to_http_error(error: AutoglmError) -> HttpError:
+    if isinstance(error, BodyTimeoutError):
+        # Closed: what is left of a half-sent body must not be read as the next request.
+        body = _body(error.message, "timeout", error.field, "request_timeout")
+        return HttpError(408, body, error.code, {"connection": "close"})
     if isinstance(error, UnsupportedMediaTypeError):
         return HttpError(415, _body(error.message, "invalid_request_error", error.field), error.code)
     if isinstance(error, ModelNotFoundError):

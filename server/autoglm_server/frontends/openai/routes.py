@@ -1,6 +1,7 @@
 """The OpenAI-compatible endpoints: thin adapters over the shared serving pipeline.
 
-Each completion endpoint authenticates, reads the body under its size cap, parses it, checks the
+Each completion endpoint authenticates, reads the body under its size cap and its deadline (uvicorn
+has no body timeout: its keep-alive timeout covers idle connections only), parses it, checks the
 model name, hands the specs to the pipeline and relays the Generation as one JSON body or as
 server-sent events. A client that closes its connection cancels the request in the engine (the
 stream's task is cancelled by Starlette; a non-streaming request watches for the disconnect).
@@ -19,7 +20,7 @@ import pydantic
 from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -28,11 +29,12 @@ from autoglm_server.auth.http import HttpAuthenticator
 from autoglm_server.auth.principal import Principal
 from autoglm_server.auth.verifier import TokenRejectedError
 from autoglm_server.engine.types import ANONYMOUS_TENANT, GenerationDelta
-from autoglm_server.errors import AutoglmError, InvalidRequestError, PayloadTooLargeError
+from autoglm_server.errors import AutoglmError, CancelledError, InvalidRequestError, PayloadTooLargeError
 from autoglm_server.frontends.openai import errors, schemas
 from autoglm_server.frontends.openai.call import HttpCall
 from autoglm_server.frontends.openai.errors import HttpError
 from autoglm_server.frontends.openai.responses import SSE_DONE, Envelope, sse
+from autoglm_server.frontends.openai.settings import HttpSettings
 from autoglm_server.observability import log_context
 from autoglm_server.observability.metrics import Metrics
 from autoglm_server.serving.pipeline import Call, Generation, ServingPipeline
@@ -47,6 +49,7 @@ MAX_SESSION_ID_CHARS = 128
 class FrontendConfig:
     served_model_name: str
     max_request_bytes: int
+    body_timeout_s: float = HttpSettings.model_fields["http_body_timeout"].default
     scope_generate: str = names.SCOPE_GENERATE
     scope_models_read: str = names.SCOPE_MODELS_READ
     access_log: bool = True
@@ -252,7 +255,7 @@ class OpenAIFrontend:
             raise errors.UnsupportedMediaTypeError(
                 "content-type", f"the body must be sent as application/json, got {media_type or 'no content-type'}"
             )
-        raw = await _read_body(request, self._config.max_request_bytes)
+        raw = await _read_body(request, self._config.max_request_bytes, self._config.body_timeout_s)
         body = self._pipeline.converted(call, lambda: _validate(model, raw))
         name = getattr(body, "model", "")
         if name not in {self._served_name(), self._pipeline.model.model_id}:
@@ -291,10 +294,22 @@ def _where(locations: list[tuple[int | str, ...]]) -> str:
     return path or "body"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError("body", f"the body has {declared} bytes; at most {limit} (--max-request-bytes)")
+    # One deadline for the whole body, not per chunk: a client trickling a byte at a time would
+    # otherwise hold its connection (and everything the request holds) for as long as it likes.
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _collect(request, limit)
+    except TimeoutError:
+        raise errors.BodyTimeoutError(timeout_s) from None
+    except ClientDisconnect:
+        raise CancelledError("the client closed its connection before sending the whole body") from None
+
+
+async def _collect(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

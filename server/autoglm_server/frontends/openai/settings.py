@@ -25,3 +25,9 @@ class HttpSettings(BaseModel):
         ge=1024,
         description="largest HTTP request body (JSON with its data: URL images); larger gets 413",
     )
+    http_body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a client has to send its whole request body, counted from when the daemon starts"
+        " reading it; slower (a stalled or trickling body) gets 408 and the connection is closed",
+    )
