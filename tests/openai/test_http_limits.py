@@ -129,7 +129,8 @@ def test_a_stalled_or_trickling_body_gets_408_and_is_closed_while_others_are_ser
         )
         assert reply.choices[0].finish_reason in {"length", "stop"}
         readable, _, _ = select.select([*stalled, trickling], [], [], 0)
-        assert readable == [], "a half-sent body was answered before its deadline"
+        if time.monotonic() - opened < BODY_TIMEOUT_S:  # else the deadline passed first on a slow machine
+            assert readable == [], "a half-sent body was answered before its deadline"
         answers = [_answer(sock) for sock in [*stalled, trickling]]  # each ends with the close
         waited = time.monotonic() - opened
     finally:

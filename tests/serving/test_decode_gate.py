@@ -153,7 +153,11 @@ async def test_a_cancelled_caller_holds_its_room_until_its_thread_has_decoded(mo
     assert gate.in_use == 2000  # the thread still decodes: its pixels are still in memory
     go_on.set()
     assert await asyncio.to_thread(finished.wait, 10)
-    await asyncio.sleep(0.1)  # the loop runs the thread's done callback, which frees the room
+    # The loop then runs the thread's done callback, which frees the room (soon, not at once).
+    for _ in range(1000):  # up to ~10 s
+        if not gate.in_use:
+            break
+        await asyncio.sleep(0.01)
     assert gate.in_use == 0
 
 
