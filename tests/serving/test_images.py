@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import ExifTags, Image
 
 from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError, StartupError
-from autoglm_server.serving.image_decode import decode_image
+from autoglm_server.serving.image_decode import decode_probed, probe
 from autoglm_server.serving.image_settings import PILLOW_MAX_IMAGE_PIXELS, ImageSettings
 from autoglm_server.serving.images import ImageBudget, ImageLimits, load_image_bytes, load_image_url
 from tests.serving import image_samples as samples
@@ -321,7 +321,8 @@ def test_mangled_images_only_ever_fail_as_bad_requests(fmt: str, cut: int, flips
     for offset, mask in flips:
         data[offset % len(data)] ^= mask
     try:
-        image = decode_image(bytes(data), None, LIMITS.max_image_pixels, FIELD)
+        raw = bytes(data)
+        image = decode_probed(raw, probe(raw, None, LIMITS.max_image_pixels, FIELD), FIELD)
     except InvalidRequestError:
         return  # refused with a message; anything else escaping would fail the test
     assert image.image.mode == "RGB"

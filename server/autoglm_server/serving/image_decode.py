@@ -105,11 +105,6 @@ class Probe:
         return self.width * self.height
 
 
-def decode_image(data: bytes, declared: ImageFormat | None, max_pixels: int, field: str) -> ImageInput:
-    """Check and decode one encoded image into a fully loaded RGB ImageInput."""
-    return decode_probed(data, probe(data, declared, max_pixels, field), field)
-
-
 def probe(data: bytes, declared: ImageFormat | None, max_pixels: int, field: str) -> Probe:
     """The format and size of an encoded image, without decoding a pixel; raises past the pixel cap."""
     fmt = sniff_format(data, field)
