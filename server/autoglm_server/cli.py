@@ -60,7 +60,6 @@ def serve(argv: Sequence[str]) -> int:
 
     settings = load_settings(argv)
     _configure_logging(settings)
-    _tune_openmp(settings)
     try:
         code = asyncio.run(_serve(settings))
     except StartupError as error:
@@ -105,24 +104,6 @@ async def _serve(settings: object) -> int:
 
         engine = create_engine(settings)
     return await Daemon(settings, engine).run()
-
-
-def _tune_openmp(settings: object) -> None:
-    """The built-in engine computes on CPU threads next to the event loop: a short OpenMP spin."""
-    from autoglm_server.config import Settings
-    from autoglm_server.engine.openmp_wait import choose_spin_count
-
-    assert isinstance(settings, Settings)
-    if getattr(settings, "engine", "builtin") != "builtin":
-        return  # vLLM's engine core is its own process with its own CPU thread binding
-    log = logging.getLogger("autoglm_server")
-    if "torch" in sys.modules:  # too late: libgomp has read its environment already
-        log.warning("torch was imported before start-up; OpenMP keeps its default spin")
-    elif (spin := choose_spin_count()) is not None:
-        log.info(
-            "OpenMP workers spin %s iterations between regions (GOMP_SPINCOUNT; set it or OMP_WAIT_POLICY to override)",
-            spin,
-        )
 
 
 def _configure_logging(settings: object) -> None:

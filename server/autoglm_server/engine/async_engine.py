@@ -210,10 +210,30 @@ class AsyncEngine:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[EngineCore] = self._loop.create_future()
+        # The engine thread loads the model, warms it up and steps it: it is the only thread that
+        # runs torch. Each thread that runs a parallel operator gets its own OpenMP team, and with
+        # more team threads than CPUs libgomp cuts every worker's spin to ~100 iterations, so each
+        # of the ~150 parallel regions of a decode step waits for a sleeping worker (measured in
+        # docs/benchmarks.md: a 1x768 matmul 79 us with one team, 184 us with two).
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="autoglm-engine", daemon=True)
+        self._thread.start()
+        core = await ready
+        assert self._loaded is not None
+        self._front_tokenizer = copy.deepcopy(self._loaded.tokenizer)
+        self._renderer = ChatRenderer(self._front_tokenizer, self._chat_template())
+        assert self._description is not None
+        self._description = replace(self._description, has_chat_template=self._renderer.available)
+        self._core = core
+        self._alive = True
+        log.info("engine ready: %s (%s on %s)", self.model.model_id, self.model.dtype, self.model.device)
+
+    def _load(self) -> EngineCore:
+        """On the engine thread: load the model (unless given), pick the threads, build the core."""
         if self._settings.torch_threads:
             torch.set_num_threads(self._settings.torch_threads)
         if self._loaded is None:
-            self._loaded = await asyncio.to_thread(loader.load, self._settings)
+            self._loaded = loader.load(self._settings)
         self._threads = loader.resolve_torch_threads(
             self._settings.torch_threads, self._loaded.model, next(self._loaded.model.parameters()).device
         )
@@ -224,21 +244,9 @@ class AsyncEngine:
             self._settings.torch_threads or "0: auto",
             loader.usable_cpus(),
         )
-        core = await asyncio.to_thread(self._build_core, self._loaded)
-        self._front_tokenizer = copy.deepcopy(self._loaded.tokenizer)
-        self._renderer = ChatRenderer(self._front_tokenizer, self._chat_template())
-        assert self._description is not None
-        self._description = replace(self._description, has_chat_template=self._renderer.available)
-        self._core = core
-        self._alive = True
-        self._thread = threading.Thread(target=self._run, name="autoglm-engine", daemon=True)
-        self._thread.start()
-        log.info("engine ready: %s (%s on %s)", self.model.model_id, self.model.dtype, self.model.device)
+        return self._build_core(self._loaded)
 
     def _build_core(self, loaded: loader.LoadedModel) -> EngineCore:
-        # torch keeps the thread count per OS thread (OpenMP's own setting), and a worker thread
-        # that ran torch before keeps what it had: set it on every thread that runs the model.
-        torch.set_num_threads(self._threads)
         settings = self._settings
         runner = ModelRunner(loaded.model)
         memory.apply_memory_fraction(settings, runner.device)
@@ -263,11 +271,18 @@ class AsyncEngine:
         return core
 
     # ------------------------------------------------------------ the thread
-    def _run(self) -> None:
-        assert self._core is not None
-        torch.set_num_threads(self._threads)
+    def _run(self, ready: asyncio.Future[EngineCore]) -> None:
+        assert self._loop is not None
         try:
-            self._core.run(self._emit, self._stop)
+            core = self._load()
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop closed: start() is gone
+                self._loop.call_soon_threadsafe(_settle, ready, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_settle, ready, core, None)
+        try:
+            core.run(self._emit, self._stop)
         except BaseException as exc:
             self._die(exc)
 
@@ -394,6 +409,17 @@ class AsyncEngine:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _settle(future: asyncio.Future[EngineCore], core: EngineCore | None, error: BaseException | None) -> None:
+    """Complete start()'s future on the loop, unless start() was cancelled meanwhile."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert core is not None
+        future.set_result(core)
 
 
 def create_engine(settings: EngineSettings) -> AsyncEngine:

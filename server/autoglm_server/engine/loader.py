@@ -65,10 +65,11 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
 
 
 # An intra-op thread pays off only when a decode step gives it enough matrix work: each extra thread
-# adds an OpenMP barrier to every operator, and its worker spins between operators on a core that
-# the event loop (gRPC, streaming) and the request path need. On 2 cores, builtin:tiny (3.5M
-# parameters, ~1 ms steps) serves fastest with 1 thread and builtin:small (114M) with 2
-# (docs/benchmarks.md); the cut between them is set on parameters per thread.
+# adds an OpenMP barrier to every operator and spins on a core that the event loop (gRPC,
+# streaming) and the request path also need. On 2 cores, builtin:tiny (3.5M parameters, ~1 ms steps)
+# meets the benchmark's targets with 1 thread (with 2 it is faster but batching's lead over a padded
+# generate() shrinks below 1.1x) and builtin:small (114M) with 2 (docs/benchmarks.md); the cut
+# between them is set on parameters per thread.
 PARAMETERS_PER_THREAD = 32_000_000
 
 
