@@ -215,7 +215,7 @@ class AsyncEngine:
         # runs torch. Each thread that runs a parallel operator gets its own OpenMP team, and with
         # more team threads than CPUs libgomp cuts every worker's spin to ~100 iterations, so each
         # of the ~150 parallel regions of a decode step waits for a sleeping worker (measured in
-        # docs/benchmarks.md: a 1x768 matmul 79 us with one team, 184 us with two).
+        # docs/benchmarks.md and scripts/openmp_teams.py: a 1x768 matmul 84 us with one team, 198 with two).
         self._thread = threading.Thread(target=self._run, args=(ready,), name="autoglm-engine", daemon=True)
         self._thread.start()
         core = await ready
