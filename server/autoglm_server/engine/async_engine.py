@@ -192,7 +192,6 @@ class AsyncEngine:
         self._description: ModelDescription | None = None
         self._outbox = _Outbox(settings.stream_interval)
         self._step_listener: Callable[[int], None] | None = None
-        self._threads = 1  # torch intra-op threads of the engine, resolved in start()
 
     # --------------------------------------------------------------- startup
     @property
@@ -234,13 +233,13 @@ class AsyncEngine:
             torch.set_num_threads(self._settings.torch_threads)
         if self._loaded is None:
             self._loaded = loader.load(self._settings)
-        self._threads = loader.resolve_torch_threads(
+        threads = loader.resolve_torch_threads(
             self._settings.torch_threads, self._loaded.model, next(self._loaded.model.parameters()).device
         )
-        torch.set_num_threads(self._threads)
+        torch.set_num_threads(threads)
         log.info(
             "torch intra-op threads: %d (--torch-threads %s, %d usable CPUs)",
-            self._threads,
+            threads,
             self._settings.torch_threads or "0: auto",
             loader.usable_cpus(),
         )
