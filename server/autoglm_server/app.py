@@ -19,27 +19,25 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
-from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
 from autoglm_server import names
 from autoglm_server.admin_http import AdminServer
 from autoglm_server.auth.context import current_principal
 from autoglm_server.auth.setup import AuthRuntime, build_auth
 from autoglm_server.auth.vault import VaultError
 from autoglm_server.config import Settings
-from autoglm_server.decode_guard import DecodeGuardInterceptor
 from autoglm_server.engine.protocol import Engine
 from autoglm_server.engine.types import ANONYMOUS_TENANT
 from autoglm_server.errors import StartupError
+from autoglm_server.frontends.grpc.decode_guard import DecodeGuardInterceptor
+from autoglm_server.frontends.grpc.health import HealthReporter
+from autoglm_server.frontends.grpc.service import GenerationServicer, register
 from autoglm_server.frontends.openai.routes import FrontendConfig, OpenAIFrontend
 from autoglm_server.frontends.openai.server import HttpServer
-from autoglm_server.health import HealthReporter
 from autoglm_server.lifecycle import Phase, ServingState
 from autoglm_server.observability.metrics import Metrics
 from autoglm_server.observability.setup import build_observability
-from autoglm_server.service import GenerationServicer
-from autoglm_server.serving.image_limits import ImageLimits
+from autoglm_server.serving.images.limits import ImageLimits
 from autoglm_server.serving.pipeline import ServingPipeline
 from autoglm_server.serving.validate import RequestLimits
 from autoglm_server.tls import TlsConfigError, server_credentials
@@ -198,13 +196,7 @@ class Daemon:
             auth_enabled=settings.auth == "enabled",
             tenant_lookup=_tenant,
         )
-        pb_grpc.add_GenerationServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        from grpc_health.v1 import health_pb2_grpc
-
-        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
-        reflection.enable_server_reflection(
-            (names.GENERATION_SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
-        )
+        register(server, servicer, self._health)
         return server
 
     def _bind(self, server: grpc.aio.Server) -> int:

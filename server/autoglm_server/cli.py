@@ -100,7 +100,7 @@ async def _serve(settings: object) -> int:
 
         engine = create_vllm_engine(settings)
     else:
-        from autoglm_server.engine.async_engine import create_engine
+        from autoglm_server.engine.builtin.async_engine import create_engine
 
         engine = create_engine(settings)
     return await Daemon(settings, engine).run()

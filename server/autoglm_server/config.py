@@ -21,7 +21,7 @@ from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.vllm.settings import VllmSettings
 from autoglm_server.frontends.openai.settings import HttpSettings
 from autoglm_server.observability.settings import ObservabilitySettings
-from autoglm_server.serving.image_settings import ImageSettings
+from autoglm_server.serving.images.settings import ImageSettings
 
 
 class ServerSettings(BaseModel):

@@ -6,10 +6,9 @@ really serves fails the suite.
 
 from __future__ import annotations
 
-from autoglm_client.v1 import generation_pb2
-
-# The gRPC service name that readiness is reported under (grpc.health.v1).
-GENERATION_SERVICE_NAME: str = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
+# The gRPC service name that readiness is reported under (grpc.health.v1). Spelled out so that this
+# module stays free of protobuf; tests/unit/test_names.py checks it against the generated descriptor.
+GENERATION_SERVICE_NAME = "autoglm.v1.GenerationService"
 READINESS_SERVICE: str = GENERATION_SERVICE_NAME
 # Liveness is reported under the empty service name, as grpc.health.v1 defines for the whole server.
 LIVENESS_SERVICE: str = ""

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from autoglm_server.engine import builtin_tiny
-from autoglm_server.engine.async_engine import AsyncEngine
-from autoglm_server.engine.loader import LoadedModel, dtype_name
+from autoglm_server.engine import builtin_models
+from autoglm_server.engine.builtin.async_engine import AsyncEngine
+from autoglm_server.engine.builtin.loader import LoadedModel, dtype_name
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import GenerationDelta, GenerationRequest, ModelDescription
 
@@ -23,7 +23,7 @@ def build_tiny(family: str, seed: int = 0) -> LoadedModel:
     """A randomly initialised model of `family` with the builtin byte-level tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = builtin_tiny.build_tokenizer()
+    tokenizer = builtin_models.build_tokenizer()
     ids = {
         "vocab_size": len(tokenizer),
         "bos_token_id": tokenizer.bos_token_id,

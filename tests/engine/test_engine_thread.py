@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from autoglm_server.engine import loader
-from autoglm_server.engine.async_engine import AsyncEngine
-from autoglm_server.engine.runner import ModelRunner
+from autoglm_server.engine.builtin import loader
+from autoglm_server.engine.builtin.async_engine import AsyncEngine
+from autoglm_server.engine.builtin.runner import ModelRunner
 from autoglm_server.engine.settings import EngineSettings
 from tests.engine.conftest import collect, request
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoglm_server.engine import loader, memory
-from autoglm_server.engine.async_engine import AsyncEngine
+from autoglm_server.engine.builtin import loader, memory
+from autoglm_server.engine.builtin.async_engine import AsyncEngine
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import FinishReason
 from tests.engine.conftest import collect, request

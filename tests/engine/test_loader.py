@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoglm_server.engine import loader
+from autoglm_server.engine.builtin import loader
 from autoglm_server.engine.settings import EngineSettings
 from tests.engine.conftest import tiny
 
@@ -56,7 +56,7 @@ def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_hub_id_not_in_the_cache_fails_fast_with_one_clear_message(tmp_path: Path) -> None:
     code = (
-        "from autoglm_server.engine import loader\n"
+        "from autoglm_server.engine.builtin import loader\n"
         "from autoglm_server.engine.settings import EngineSettings\n"
         "try:\n"
         "    loader.load(EngineSettings(model='no-such-org/no-such-model', device='cpu'))\n"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from autoglm_server.engine import loader
-from autoglm_server.engine.async_engine import AsyncEngine
-from autoglm_server.engine.sampling import RowSampling, apply_penalties, sample
+from autoglm_server.engine.builtin import loader
+from autoglm_server.engine.builtin.async_engine import AsyncEngine
+from autoglm_server.engine.builtin.sampling import RowSampling, apply_penalties, sample
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import FinishReason, SamplingOptions
 from tests.engine.conftest import collect, request

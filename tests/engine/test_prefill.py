@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from autoglm_server.engine.prefill import prefill_groups
+from autoglm_server.engine.builtin.prefill import prefill_groups
 
 
 def padded_size(lengths: list[int], groups: list[list[int]]) -> int:

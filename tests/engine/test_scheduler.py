@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from autoglm_server.engine.scheduler import Limits, Scheduler, Ticket
+from autoglm_server.engine.builtin.scheduler import Limits, Scheduler, Ticket
 from autoglm_server.errors import OverloadedError, RequestTooLargeError
 
 
@@ -36,7 +36,7 @@ def admitted(s: Scheduler, now: float = 1.0) -> list[str]:
 
 
 def test_the_scheduler_does_not_import_torch() -> None:
-    code = "import sys, autoglm_server.engine.scheduler; print('torch' in sys.modules)"
+    code = "import sys, autoglm_server.engine.builtin.scheduler; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

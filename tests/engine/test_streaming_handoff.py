@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from autoglm_server.engine.async_engine import _Outbox
-from autoglm_server.engine.core import Output
+from autoglm_server.engine.builtin.async_engine import _Outbox
+from autoglm_server.engine.builtin.core import Output
 from autoglm_server.engine.types import FinishReason, GenerationDelta
 from autoglm_server.errors import DeadlineExceededError
 from tests.engine.conftest import collect, request

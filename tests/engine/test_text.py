@@ -8,9 +8,9 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from autoglm_server.engine.builtin_tiny import build_tokenizer
-from autoglm_server.engine.detokenize import DetokenizerFactory, IncrementalDetokenizer
-from autoglm_server.engine.stops import StopMatcher
+from autoglm_server.engine.builtin.detokenize import DetokenizerFactory, IncrementalDetokenizer
+from autoglm_server.engine.builtin.stops import StopMatcher
+from autoglm_server.engine.builtin_models import build_tokenizer
 
 
 def stream(detok: Any, ids: list[int]) -> list[str]:

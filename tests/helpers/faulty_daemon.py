@@ -1,7 +1,7 @@
 """The real daemon with a fault-injection seam that a test drives from outside the process.
 
 `python tests/helpers/faulty_daemon.py serve ...` runs `autoglm-server serve` unchanged except that
-its engine is built with a fault injector (the runner's seam, engine/runner.py FaultInjector). The
+its engine is built with a fault injector (the runner's seam, engine/builtin/runner.py FaultInjector). The
 injector reads RELIABILITY_FAULT_FILE before each forward pass; a test writes one command there:
 
     <id> oom <prefill|decode> <count>   raise torch.OutOfMemoryError in the next <count> such passes
@@ -67,7 +67,7 @@ class FileFaults:
 
 
 def _install() -> None:
-    from autoglm_server.engine import async_engine
+    from autoglm_server.engine.builtin import async_engine
     from autoglm_server.engine.settings import EngineSettings
 
     path = os.environ[FAULT_FILE_ENV]

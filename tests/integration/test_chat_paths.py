@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 
 from autoglm_client import Client
-from autoglm_server.engine import builtin_tiny
+from autoglm_server.engine import builtin_models
 from autoglm_server.engine.chat_template import BUILTIN_CHAT_TEMPLATE, ChatRenderer
 from autoglm_server.engine.types import ChatMessage, TextPart
 from tests.helpers.daemon import Daemon, running_daemon
@@ -34,9 +34,9 @@ def daemon() -> Iterator[Daemon]:
 
 
 def _rendered_ids() -> list[int]:
-    renderer = ChatRenderer(builtin_tiny.build_tokenizer(), BUILTIN_CHAT_TEMPLATE)
+    renderer = ChatRenderer(builtin_models.build_tokenizer(), BUILTIN_CHAT_TEMPLATE)
     messages = [ChatMessage(role=m["role"], content=(TextPart(m["content"]),)) for m in CONVERSATION]  # type: ignore[arg-type]
-    return list(renderer.render(messages, builtin_tiny.BUILTIN_TINY).token_ids)
+    return list(renderer.render(messages, builtin_models.BUILTIN_TINY).token_ids)
 
 
 def test_greedy_chat_equals_generate_on_the_rendered_prompt(daemon: Daemon) -> None:

@@ -13,14 +13,14 @@ from typing import Any
 import grpc
 
 from autoglm_client.v1 import generation_pb2 as pb
-from autoglm_server import convert
 from autoglm_server.app import Daemon
 from autoglm_server.config import Settings
-from autoglm_server.engine.async_engine import AsyncEngine
+from autoglm_server.engine.builtin.async_engine import AsyncEngine
 from autoglm_server.engine.settings import EngineSettings
+from autoglm_server.frontends.grpc import convert
+from autoglm_server.frontends.grpc.service import GenerationServicer
 from autoglm_server.lifecycle import Phase, ServingState
-from autoglm_server.service import GenerationServicer
-from autoglm_server.serving.image_limits import ImageLimits
+from autoglm_server.serving.images.limits import ImageLimits
 from autoglm_server.serving.pipeline import ServingPipeline
 from tests.engine.conftest import tiny
 

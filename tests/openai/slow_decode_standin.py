@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from autoglm_server.engine.types import ImageInput
-from autoglm_server.serving import image_decode
-from autoglm_server.serving.image_decode import Probe
+from autoglm_server.serving.images import decode as image_decode
+from autoglm_server.serving.images.decode import Probe
 from tests.openai import vision_standin
 
 SLOW_WIDTH = 777
@@ -35,7 +35,7 @@ def hold_slow_decodes(directory: Path) -> None:
                 time.sleep(0.02)
         return real(data, probed, field)
 
-    # The request path looks decode_probed up on the module at each call (serving/images.py).
+    # The request path looks decode_probed up on the module at each call (serving/images/load.py).
     image_decode.decode_probed = decode_probed
 
 

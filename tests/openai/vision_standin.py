@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from autoglm_server.app import Daemon
 from autoglm_server.config import load_settings
-from autoglm_server.engine.async_engine import AsyncEngine, create_engine
+from autoglm_server.engine.builtin.async_engine import AsyncEngine, create_engine
 from autoglm_server.engine.types import (
     ChatMessage,
     EngineStats,

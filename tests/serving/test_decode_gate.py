@@ -18,11 +18,11 @@ import pytest
 
 from autoglm_server.engine.types import ImageInput
 from autoglm_server.errors import OverloadedError, StartupError
-from autoglm_server.serving import image_decode
-from autoglm_server.serving.image_decode import Probe
-from autoglm_server.serving.image_gate import DecodeGate
-from autoglm_server.serving.image_settings import ImageSettings
 from autoglm_server.serving.images import ImageLimits, load_image_bytes, load_image_url
+from autoglm_server.serving.images import decode as image_decode
+from autoglm_server.serving.images.decode import Probe
+from autoglm_server.serving.images.gate import DecodeGate
+from autoglm_server.serving.images.settings import ImageSettings
 from tests.serving import image_samples as samples
 
 FIELD = "messages[0].content[0]"

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from autoglm_server.errors import InvalidRequestError
-from autoglm_server.serving.image_settings import ImageSettings
 from autoglm_server.serving.images import ImageBudget, ImageLimits, load_image_bytes, load_image_url
+from autoglm_server.serving.images.settings import ImageSettings
 from tests.helpers import procstats
 from tests.serving import image_http
 from tests.serving import image_samples as samples

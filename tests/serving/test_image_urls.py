@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError
-from autoglm_server.serving.image_settings import ImageSettings
 from autoglm_server.serving.images import ImageLimits, load_image_url
+from autoglm_server.serving.images.settings import ImageSettings
 from tests.serving import image_http
 from tests.serving import image_samples as samples
 

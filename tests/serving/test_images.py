@@ -1,4 +1,4 @@
-"""Image parts: data: URLs and raw bytes through serving/images.py, good images and hostile ones."""
+"""Image parts: data: URLs and raw bytes through serving/images/, good images and hostile ones."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from PIL import ExifTags, Image
 
 from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError, StartupError
-from autoglm_server.serving.image_decode import decode_probed, probe
-from autoglm_server.serving.image_settings import PILLOW_MAX_IMAGE_PIXELS, ImageSettings
 from autoglm_server.serving.images import ImageBudget, ImageLimits, load_image_bytes, load_image_url
+from autoglm_server.serving.images.decode import decode_probed, probe
+from autoglm_server.serving.images.settings import PILLOW_MAX_IMAGE_PIXELS, ImageSettings
 from tests.serving import image_samples as samples
 
 FIELD = "messages[1].content[0].image_url"

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from autoglm_client.v1 import generation_pb2 as pb
-from autoglm_server import convert
 from autoglm_server.engine.types import FinishReason, GenerationDelta, ModelDescription, Usage
 from autoglm_server.errors import InvalidRequestError
+from autoglm_server.frontends.grpc import convert
 
 MODEL = ModelDescription(
     model_id="test",

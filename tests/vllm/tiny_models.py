@@ -87,11 +87,11 @@ def _randomize(model: Any, seed: int) -> None:
 
 def build_llama(directory: Path, max_positions: int = 2048) -> Path:
     """The built-in engine's tiny Llama (its byte-level tokenizer and seeded weights) with a chat template."""
-    from autoglm_server.engine import builtin_tiny
+    from autoglm_server.engine import builtin_models
 
-    tokenizer = builtin_tiny.build_tokenizer()
+    tokenizer = builtin_models.build_tokenizer()
     tokenizer.chat_template = LLAMA_CHAT_TEMPLATE
-    model = builtin_tiny.build_model(tokenizer)
+    model = builtin_models.build_model(tokenizer)
     model.config.max_position_embeddings = max_positions
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -102,7 +102,7 @@ def _glm_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from autoglm_server.engine.builtin_tiny import _byte_symbols
+    from autoglm_server.engine.builtin_models import _byte_symbols
 
     vocab = {symbol: i for i, symbol in enumerate(_byte_symbols())}
     for special in GLM_SPECIAL_TOKENS:

@@ -5,6 +5,6 @@ Entry point: `bench_main(argv)`.
 
 from __future__ import annotations
 
-from autoglm_server.bench.cli import bench_main
+from autoglm_server.bench.routing import bench_main
 
 __all__ = ["bench_main"]

@@ -50,12 +50,11 @@ def _pair(text: str) -> tuple[int, int]:
     return low, high
 
 
-def bench_main(argv: list[str]) -> int:
-    """Run the benchmark; returns the exit status (1 when a target is missed, 2 on bad arguments)."""
-    from autoglm_server.bench.routing import alternative  # --agent and --engine vllm live there
+def builtin_main(argv: list[str]) -> int:
+    """Run the built-in benchmark; returns the exit status (1 when a target is missed, 2 on bad arguments).
 
-    if (other := alternative(argv)) is not None:
-        return other(argv)
+    `autoglm-server bench` enters through routing.bench_main, which sends --agent and --engine vllm
+    elsewhere and everything else here."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     try:
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from autoglm_client.loadgen import make_requests
     from autoglm_server.bench import baselines, report
     from autoglm_server.bench.daemon import running_daemon
-    from autoglm_server.engine import loader
+    from autoglm_server.engine.builtin import loader
     from autoglm_server.engine.settings import EngineSettings
 
     if args.torch_threads:

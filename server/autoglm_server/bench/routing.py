@@ -1,10 +1,19 @@
 """Which benchmark `autoglm-server bench ARGS` runs: the agent workload, the vLLM comparison, or the
-built-in one (bench/cli.py, when this returns None)."""
+built-in one (bench/cli.py). The entry point of the bench command; nothing it dispatches to imports it."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+
+
+def bench_main(argv: list[str]) -> int:
+    """Run the benchmark ARGV asks for; returns its exit status."""
+    if (other := alternative(argv)) is not None:
+        return other(argv)
+    from autoglm_server.bench.cli import builtin_main
+
+    return builtin_main(argv)
 
 
 def alternative(argv: list[str]) -> Callable[[list[str]], int] | None:
@@ -37,7 +46,7 @@ def _unknown_engine(argv: list[str]) -> int:
 
 def _builtin_without_engine_flag(argv: list[str]) -> int:
     """`--engine builtin` is the built-in benchmark's default: drop the flag and run it."""
-    from autoglm_server.bench.cli import bench_main
+    from autoglm_server.bench.cli import builtin_main
 
     rest: list[str] = []
     skip = False
@@ -48,4 +57,4 @@ def _builtin_without_engine_flag(argv: list[str]) -> int:
             skip = True
         elif not arg.startswith("--engine="):
             rest.append(arg)
-    return bench_main(rest)
+    return builtin_main(rest)

@@ -48,7 +48,7 @@ ChatRole = Literal["system", "user", "assistant", "tool"]
 
 @dataclass(frozen=True, slots=True)
 class ImageInput:
-    """One decoded, size-checked image of a request (serving/images.py makes these).
+    """One decoded, size-checked image of a request (serving/images/ makes these).
 
     `image` is a fully loaded PIL image in RGB; `digest` is a SHA-256 of the encoded bytes (engines
     may use it as a cache key; it never leaves the process).

@@ -1,1 +1,1 @@
-"""The daemon's second front door: the OpenAI-compatible HTTP API (the gRPC one is service.py)."""
+"""The daemon's two front doors over one request path: `grpc/` (autoglm.v1) and `openai/` (HTTP)."""

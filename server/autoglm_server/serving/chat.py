@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import get_args
 
-from autoglm_server.engine.types import ChatMessage, ChatRole, ContentPart, ImagePart, ModelDescription, TextPart
+from autoglm_server.engine.types import (
+    ChatMessage,
+    ChatRole,
+    ContentPart,
+    ImageInput,
+    ImagePart,
+    ModelDescription,
+    TextPart,
+)
 from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError
 from autoglm_server.serving import images
 from autoglm_server.serving.spec import FieldNames, ImageSpec, MessageSpec
@@ -88,9 +96,7 @@ async def decode_messages(
     return decoded
 
 
-async def _load(
-    part: ImageSpec, limits: images.ImageLimits, budget: images.ImageBudget, field: str
-) -> images.ImageInput:
+async def _load(part: ImageSpec, limits: images.ImageLimits, budget: images.ImageBudget, field: str) -> ImageInput:
     if part.data is not None:
         return await images.load_image_bytes(part.data, part.mime_type, limits, field=field, budget=budget)
     if not part.url:

@@ -36,7 +36,7 @@ class VllmEngineConfig(Protocol):
 
 
 def images_per_request(settings: object) -> int:
-    """--limit-images-per-request (serving/image_settings.py), 10 where the setting is absent."""
+    """--limit-images-per-request (serving/images/settings.py), 10 where the setting is absent."""
     return int(getattr(settings, "limit_images_per_request", DEFAULT_IMAGES_PER_REQUEST))
 
 

@@ -260,7 +260,7 @@ class VllmEngine:
         try:
             collector = await self._add(llm, key, request, max_tokens)
         except BaseException:
-            self._release(request_id, key, request.tenant, abort=False, service_time_s=None)
+            self.release(request_id, key, request.tenant, abort=False, service_time_s=None)
             raise
         return VllmRequestStream(self, request_id, key, collector, state)
 
@@ -299,7 +299,7 @@ class VllmEngine:
         except Exception as exc:
             raise _request_error(exc) from exc
 
-    def _release(self, request_id: str, key: str, tenant: str, abort: bool, service_time_s: float | None) -> None:
+    def release(self, request_id: str, key: str, tenant: str, abort: bool, service_time_s: float | None) -> None:
         if self._keys.get(request_id) == key:
             del self._keys[request_id]
         self._admission.release(tenant, service_time_s)

@@ -79,14 +79,14 @@ class ModelDir:
 
     @classmethod
     def for_model(cls, model: str) -> ModelDir:
-        from autoglm_server.engine import builtin_tiny
+        from autoglm_server.engine import builtin_models
 
-        if model not in builtin_tiny.BUILTIN_MODELS:
+        if model not in builtin_models.BUILTIN_MODELS:
             return cls(model)
         started = time.monotonic()
         directory = Path(tempfile.mkdtemp(prefix="autoglm-vllm-builtin-"))
-        tokenizer = builtin_tiny.build_tokenizer()
-        builtin_tiny.build_model(tokenizer, model).save_pretrained(directory)
+        tokenizer = builtin_models.build_tokenizer()
+        builtin_models.build_model(tokenizer, model).save_pretrained(directory)
         tokenizer.save_pretrained(directory)
         log.info("saved %s for vLLM in %.1f s", model, time.monotonic() - started)
         return cls(str(directory), builtin=True)

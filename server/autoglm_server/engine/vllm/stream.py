@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from autoglm_server.engine.types import GenerationDelta
 from autoglm_server.engine.vllm.outputs import OutputState, to_delta
 from autoglm_server.errors import AutoglmError, DeadlineExceededError, EngineFailedError
 
-if TYPE_CHECKING:
-    from autoglm_server.engine.vllm.engine import VllmEngine
+
+class StreamOwner(Protocol):
+    """What a stream needs of the engine that made it (engine.py's VllmEngine). The engine passes
+    itself in, so this module never imports engine.py and the two stay out of a circle."""
+
+    failed: bool
+    loop: asyncio.AbstractEventLoop | None
+
+    def release(self, request_id: str, key: str, tenant: str, abort: bool, service_time_s: float | None) -> None:
+        """Free the request's admission slot; abort it in vLLM when it had not finished."""
 
 
 class VllmRequestStream:
@@ -22,7 +30,7 @@ class VllmRequestStream:
     first iteration never runs its `finally`, and the abort would be lost.
     """
 
-    def __init__(self, engine: VllmEngine, request_id: str, key: str, collector: Any, state: OutputState) -> None:
+    def __init__(self, engine: StreamOwner, request_id: str, key: str, collector: Any, state: OutputState) -> None:
         self._engine = engine
         self._request_id = request_id
         self._key = key
@@ -73,7 +81,7 @@ class VllmRequestStream:
         if not self._closed:
             self._closed = True
             service = time.monotonic() - self._started if self._finished else None
-            self._engine._release(self._request_id, self._key, self._state.request.tenant, not self._finished, service)
+            self._engine.release(self._request_id, self._key, self._state.request.tenant, not self._finished, service)
 
     def __del__(self) -> None:
         # Finalized by the garbage collector possibly on another thread: hand the release to the loop.

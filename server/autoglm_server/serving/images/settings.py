@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
-from autoglm_server.serving.image_urls import parse_prefix
+from autoglm_server.serving.images.urls import parse_prefix
 
 MIB = 1024 * 1024
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from autoglm_server.engine.kvcache import SlotCache, SlotLayer
+from autoglm_server.engine.builtin.kvcache import SlotCache, SlotLayer
 
 # Called before every forward with "prefill" or "decode", and before each layer's copy in a merge or
 # select with "merge" or "select"; tests raise torch.OutOfMemoryError from it.

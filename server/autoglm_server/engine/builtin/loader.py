@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from autoglm_server.engine import builtin_tiny
+from autoglm_server.engine import builtin_models
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import ModelDescription
 from autoglm_server.errors import StartupError
@@ -134,10 +134,10 @@ def load(settings: EngineSettings) -> LoadedModel:
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     log.info("loading model %s on %s as %s (--dtype %s)", settings.model, device, dtype_name(dtype), settings.dtype)
-    if settings.model in builtin_tiny.BUILTIN_MODELS:
-        tokenizer = builtin_tiny.build_tokenizer()
-        model = builtin_tiny.build_model(tokenizer, settings.model)
-        revision, random_weights = f"seed-{builtin_tiny.BUILTIN_SEED}", True
+    if settings.model in builtin_models.BUILTIN_MODELS:
+        tokenizer = builtin_models.build_tokenizer()
+        model = builtin_models.build_model(tokenizer, settings.model)
+        revision, random_weights = f"seed-{builtin_models.BUILTIN_SEED}", True
     else:
         source, revision = _locate(settings.model, settings.revision)
         tokenizer, model = _load_pretrained(source, dtype)

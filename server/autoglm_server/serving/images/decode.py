@@ -21,7 +21,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, PngImageP
 
 from autoglm_server.engine.types import ImageInput
 from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError
-from autoglm_server.serving.image_settings import PILLOW_MAX_IMAGE_PIXELS
+from autoglm_server.serving.images.settings import PILLOW_MAX_IMAGE_PIXELS
 
 ACCEPTED = "send PNG, JPEG or WebP"
 

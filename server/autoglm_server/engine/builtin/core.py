@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from autoglm_server.engine.detokenize import DetokenizerFactory
-from autoglm_server.engine.prefill import prefill_groups
-from autoglm_server.engine.runner import KVBatch, ModelRunner
-from autoglm_server.engine.sampling import RowSampling, sample
-from autoglm_server.engine.scheduler import Limits, Scheduler, Ticket
-from autoglm_server.engine.sequence import Sequence
+from autoglm_server.engine.builtin.detokenize import DetokenizerFactory
+from autoglm_server.engine.builtin.prefill import prefill_groups
+from autoglm_server.engine.builtin.runner import KVBatch, ModelRunner
+from autoglm_server.engine.builtin.sampling import RowSampling, sample
+from autoglm_server.engine.builtin.scheduler import Limits, Scheduler, Ticket
+from autoglm_server.engine.builtin.sequence import Sequence
 from autoglm_server.engine.types import FinishReason, GenerationDelta, GenerationRequest, TokenLogprob, Usage
 from autoglm_server.errors import (
     AutoglmError,

@@ -10,9 +10,9 @@ Which URLs load:
 - `http(s)://`: only below a prefix in --allowed-image-url-prefixes (empty by default): the daemon
   never fetches a URL an untrusted caller names (SSRF into the pod network, cloud metadata).
 - `file://`: only below --allowed-local-image-dir (empty by default).
-Decoding (image_decode.py) runs in worker threads, in two steps: the header is read first (format,
+Decoding (decode.py) runs in worker threads, in two steps: the header is read first (format,
 size, the pixel cap), then the pixels are decoded once the process-wide decode budget
-(image_gate.py, --max-decode-pixels) has room for them. A 1080x2400 PNG takes tens of milliseconds.
+(gate.py, --max-decode-pixels) has room for them. A 1080x2400 PNG takes tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ import binascii
 
 from autoglm_server.engine.types import ImageInput
 from autoglm_server.errors import InvalidRequestError
-from autoglm_server.serving import image_decode
-from autoglm_server.serving.image_decode import ImageFormat, Probe, format_for_mime
-from autoglm_server.serving.image_fetch import fetch_http, read_local_file, too_large
-from autoglm_server.serving.image_limits import ImageBudget, ImageLimits
-from autoglm_server.serving.image_urls import match_prefix
+from autoglm_server.serving.images import decode as image_decode
+from autoglm_server.serving.images.decode import ImageFormat, Probe, format_for_mime
+from autoglm_server.serving.images.fetch import fetch_http, read_local_file, too_large
+from autoglm_server.serving.images.limits import ImageBudget, ImageLimits
+from autoglm_server.serving.images.urls import match_prefix
 
-__all__ = ["ImageBudget", "ImageInput", "ImageLimits", "load_image_bytes", "load_image_url"]
+__all__ = ["load_image_bytes", "load_image_url"]
 
 _HTTP_REFUSED = (
     "http(s) image URLs are refused: the server does not fetch URLs a caller names; send the image as a"

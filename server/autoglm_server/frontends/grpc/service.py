@@ -12,12 +12,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from autoglm_client.v1 import generation_pb2 as pb
 from autoglm_client.v1 import generation_pb2_grpc as pb_grpc
-from autoglm_server import convert, names, status
+from autoglm_server import names
 from autoglm_server.engine.types import ANONYMOUS_TENANT, GenerationDelta
 from autoglm_server.errors import AutoglmError
+from autoglm_server.frontends.grpc import convert, status
+from autoglm_server.frontends.grpc.health import HealthReporter
 from autoglm_server.serving.pipeline import Call, Generation, ServingPipeline
 from autoglm_server.serving.validate import CallContext
 
@@ -150,3 +154,12 @@ def _session_id(context: grpc.aio.ServicerContext) -> str:
         if key == names.SESSION_HEADER and isinstance(value, str):
             return value[:MAX_SESSION_ID_CHARS] if value.isprintable() else ""
     return ""
+
+
+def register(server: grpc.aio.Server, servicer: GenerationServicer, health: HealthReporter) -> None:
+    """Put the generation service, grpc.health.v1 and reflection (for grpcurl and the like) on server."""
+    pb_grpc.add_GenerationServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    reflection.enable_server_reflection(
+        (names.GENERATION_SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+    )

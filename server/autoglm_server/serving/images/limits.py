@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoglm_server.errors import PayloadTooLargeError, StartupError
-from autoglm_server.serving.image_gate import DecodeGate
-from autoglm_server.serving.image_settings import ImageSettings
-from autoglm_server.serving.image_urls import UrlPrefix, parse_prefix
+from autoglm_server.serving.images.gate import DecodeGate
+from autoglm_server.serving.images.settings import ImageSettings
+from autoglm_server.serving.images.urls import UrlPrefix, parse_prefix
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from autoglm_server.engine.detokenize import DetokenizerFactory
-from autoglm_server.engine.sampling import RowSampling
-from autoglm_server.engine.stops import StopMatcher
+from autoglm_server.engine.builtin.detokenize import DetokenizerFactory
+from autoglm_server.engine.builtin.sampling import RowSampling
+from autoglm_server.engine.builtin.stops import StopMatcher
 from autoglm_server.engine.types import (
     FinishReason,
     GenerationDelta,

@@ -1,6 +1,6 @@
 """Reading the bytes of an image URL an operator allowed: http(s) below a prefix, file:// below a directory.
 
-Both are off by default (see image_settings.py). Where allowed, each read is bounded: no redirects, a
+Both are off by default (see settings.py). Where allowed, each read is bounded: no redirects, a
 total timeout, a size cap enforced while streaming (and from Content-Length before), no content
 decoding (a gzip body could be a bomb of its own); a local file must resolve, symlinks and all, to a
 regular file inside the allowed directory, and is opened so that a swapped-in symlink or FIFO cannot
@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import httpx2
 
 from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError
-from autoglm_server.serving.image_limits import ImageLimits
+from autoglm_server.serving.images.limits import ImageLimits
 
 _HEADERS = {
     "Accept": "image/png, image/jpeg, image/webp",

@@ -28,11 +28,12 @@ from typing import Any
 
 import torch
 
-from autoglm_server.engine import builtin_tiny, loader, memory
+from autoglm_server.engine import builtin_models
+from autoglm_server.engine.builtin import loader, memory
+from autoglm_server.engine.builtin.core import EngineCore, Output
+from autoglm_server.engine.builtin.runner import FaultInjector, ModelRunner
+from autoglm_server.engine.builtin.scheduler import Limits
 from autoglm_server.engine.chat_template import BUILTIN_CHAT_TEMPLATE, ChatRenderer, read_template_file
-from autoglm_server.engine.core import EngineCore, Output
-from autoglm_server.engine.runner import FaultInjector, ModelRunner
-from autoglm_server.engine.scheduler import Limits
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import (
     ChatMessage,
@@ -363,7 +364,7 @@ class AsyncEngine:
         path = self._settings.chat_template
         if path:
             return read_template_file(path)
-        if self._settings.model in builtin_tiny.BUILTIN_MODELS:
+        if self._settings.model in builtin_models.BUILTIN_MODELS:
             return BUILTIN_CHAT_TEMPLATE
         return None
 
