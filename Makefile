@@ -8,12 +8,16 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint typecheck protos buflint bench clean
+.PHONY: install serve test lint typecheck protos buflint bench clean lock upgrade
 
-$(STAMP): pyproject.toml client/pyproject.toml .ci/install-tools.sh
+# .venv holds exactly requirements/dev.lock (versions and hashes), then the two packages from this
+# checkout; it is made anew whenever the lock or a pyproject changes.
+$(STAMP): requirements/dev.lock pyproject.toml client/pyproject.toml .ci/install-tools.sh
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ./client -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e ./client -e .
+	$(BIN)/python -m pip check
 	bash .ci/install-tools.sh
 	touch $(STAMP)
 
@@ -44,6 +48,19 @@ test: lint typecheck buflint
 # Regenerate client/autoglm_client/v1 from protos/ (tests/unit/test_generated_code.py checks it is fresh).
 protos: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py
+
+# Recompile requirements/*.lock after a dependency change in a pyproject (pins that still fit are kept).
+lock:
+	bash scripts/lock.sh
+
+# The deliberate upgrade: every pin to the newest allowed version, a fresh .venv from the new lock,
+# the stubs regenerated with the new grpcio-tools, then the whole suite. Review and commit the diff.
+upgrade:
+	bash scripts/lock.sh --upgrade
+	$(MAKE) install
+	$(BIN)/python scripts/generate_protos.py
+	$(MAKE) test
+	git diff --stat -- requirements client/autoglm_client/v1
 
 bench: $(STAMP)
 	$(BIN)/autoglm-server bench --model builtin:tiny --output-dir docs/bench/builtin-tiny

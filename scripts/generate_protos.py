@@ -6,14 +6,19 @@ OUTPUT_ROOT defaults to client/ so the code lands in client/autoglm_client/v1/.
 The proto package autoglm.v1 is mapped onto the Python package autoglm_client.v1
 by generating from a temporary tree whose layout is autoglm_client/v1/*.proto,
 so the generated imports are right without patching them afterwards.
+
+The generator is the grpcio-tools that requirements/dev.lock pins (its version is written into the
+stubs): any other version is refused, so that regenerating gives byte-identical files on every
+machine and tests/unit/test_generated_code.py guards only real drift between protos and stubs.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from grpc_tools import protoc
@@ -21,10 +26,25 @@ from grpc_tools import protoc
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO_ROOT / "protos" / "autoglm" / "v1"
 PYTHON_PACKAGE = Path("autoglm_client") / "v1"
+LOCK = REPO_ROOT / "requirements" / "dev.lock"
+
+
+def check_generator_is_locked() -> None:
+    """Refuse to generate with a grpcio-tools other than the locked one."""
+    match = re.search(r"^grpcio-tools==(\S+)", LOCK.read_text(encoding="utf-8"), re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"{LOCK} pins no grpcio-tools")
+    installed = metadata.version("grpcio-tools")
+    if installed != match.group(1):
+        raise SystemExit(
+            f"grpcio-tools {installed} is installed but {LOCK.name} pins {match.group(1)}: run `make install`"
+            " (or `make upgrade` to move the lock) before regenerating"
+        )
 
 
 def generate(output_root: Path) -> list[Path]:
     """Generate *_pb2.py, *_pb2.pyi and *_pb2_grpc.py into output_root/autoglm_client/v1."""
+    check_generator_is_locked()
     target = output_root / PYTHON_PACKAGE
     target.mkdir(parents=True, exist_ok=True)
     well_known = str(resources.files("grpc_tools") / "_proto")
