@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from autoglm_server.engine import builtin_tiny, loader, memory
+from autoglm_server.engine import builtin_tiny, gpu_memory, loader, memory
 from autoglm_server.engine.chat_template import BUILTIN_CHAT_TEMPLATE, ChatRenderer, read_template_file
 from autoglm_server.engine.core import EngineCore, Output
 from autoglm_server.engine.runner import FaultInjector, ModelRunner
@@ -192,6 +192,7 @@ class AsyncEngine:
         self._description: ModelDescription | None = None
         self._outbox = _Outbox(settings.stream_interval)
         self._step_listener: Callable[[int], None] | None = None
+        self._gpu_checks: tuple[gpu_memory.HeadroomCheck, ...] = ()
 
     # --------------------------------------------------------------- startup
     @property
@@ -231,8 +232,16 @@ class AsyncEngine:
         """On the engine thread: load the model (unless given), pick the threads, build the core."""
         if self._settings.torch_threads:
             torch.set_num_threads(self._settings.torch_threads)
+        before = None  # the GPU's memory before the model lands on it (CUDA only)
         if self._loaded is None:
-            self._loaded = loader.load(self._settings)
+            device = loader.resolve_device(self._settings.device)
+            before = memory.device_memory(device) if device.type == "cuda" else None
+            try:
+                self._loaded = loader.load(self._settings)
+            except torch.OutOfMemoryError as exc:
+                if before is None:
+                    raise
+                raise memory.weights_do_not_fit(before, self._settings.gpu_memory_fraction, exc) from None
         threads = loader.resolve_torch_threads(
             self._settings.torch_threads, self._loaded.model, next(self._loaded.model.parameters()).device
         )
@@ -243,9 +252,9 @@ class AsyncEngine:
             self._settings.torch_threads or "0: auto",
             loader.usable_cpus(),
         )
-        return self._build_core(self._loaded)
+        return self._build_core(self._loaded, before)
 
-    def _build_core(self, loaded: loader.LoadedModel) -> EngineCore:
+    def _build_core(self, loaded: loader.LoadedModel, before: gpu_memory.DeviceMemory | None) -> EngineCore:
         settings = self._settings
         runner = ModelRunner(loaded.model)
         memory.apply_memory_fraction(settings, runner.device)
@@ -265,6 +274,8 @@ class AsyncEngine:
         # Sized after the warm-up, so that free memory already accounts for the model's workspace.
         self._budget = memory.token_budget(settings, loaded.model, runner.device, context)
         core.scheduler.limits = replace(limits, token_budget=self._budget)
+        if before is not None:  # refuse now rather than run out of memory under load
+            self._gpu_checks = (memory.check_headroom(settings, before, loaded.model, runner.device, self._budget),)
         runner.fault_injector = self._fault_injector
         core.step_listener = self._step_listener  # after the warm-up, which is not served work
         return core
@@ -385,6 +396,7 @@ class AsyncEngine:
                 token_budget=scheduler.limits.token_budget,
                 steps=core.steps,
                 alive=self._alive,
+                gpu_memory=self._gpu_checks,
             )
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:
