@@ -28,7 +28,7 @@ MIB = 1048576
 class GpuTuning:
     """The numbers of the GPU rules."""
 
-    window: str = "10m"
+    window: str = "5m"
     # vLLM holds its --gpu-memory-fraction (0.90 in overlays/gpu) from start to exit by design, so
     # memory alone near 90 % means nothing: the threshold sits above it.
     memory_ratio: float = 0.97
