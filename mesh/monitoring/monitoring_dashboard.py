@@ -256,6 +256,13 @@ def _variables(builder: dash.Dashboard) -> dash.Dashboard:
     return builder.with_variable(source).with_variable(namespace).with_variable(model)
 
 
+def _gpu_sections() -> list[tuple[str, list[timeseries.Panel]]]:
+    """The GPU row (monitoring_gpu_panels.py, which builds on this module)."""
+    import monitoring_gpu_panels
+
+    return [("GPU (DCGM exporter)", monitoring_gpu_panels.panels())]
+
+
 def build() -> dash.Dashboard:
     builder = (
         dash.Dashboard("autoglm-server")
@@ -274,6 +281,7 @@ def build() -> dash.Dashboard:
         ("Capacity", _capacity()),
         ("Failures", _failures()),
         ("Canary against stable", _canary()),
+        *_gpu_sections(),
     ]
     for title, panels in sections:
         builder = builder.with_row(dash.Row(title))

@@ -226,5 +226,12 @@ def prometheus_rule(t: Tuning = PRODUCTION) -> dict[str, Any]:
             # Match these to your Prometheus's ruleSelector (kube-prometheus-stack: release=<its name>).
             "labels": {"app.kubernetes.io/part-of": "autoglm-serve", "role": "alert-rules"},
         },
-        "spec": {"groups": groups(t)},
+        "spec": {"groups": groups(t) + _gpu_groups()},
     }
+
+
+def _gpu_groups() -> list[dict[str, Any]]:
+    """The GPU (DCGM exporter) groups of monitoring_gpu.py, which builds on this module."""
+    import monitoring_gpu
+
+    return monitoring_gpu.groups()

@@ -64,7 +64,7 @@ def serve(argv: Sequence[str]) -> int:
         code = asyncio.run(_serve(settings))
     except StartupError as error:
         logging.getLogger("autoglm_server").error("cannot start: %s", error)
-        code = 1
+        code = error.exit_code
     except KeyboardInterrupt:  # a signal before the handlers were installed
         code = 0
     _exit_now(code)

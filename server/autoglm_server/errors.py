@@ -112,5 +112,7 @@ class StartupError(Exception):
     """The daemon cannot start (model not found, port taken, bad settings).
 
     Not an AutoglmError: no client ever sees it. main() prints its message alone, without a
-    traceback, and exits non-zero.
+    traceback, and exits with `exit_code` (1; subclasses with a cause of their own say so).
     """
+
+    exit_code: int = 1

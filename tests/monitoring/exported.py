@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from autoglm_server.engine import gpu_memory
 from autoglm_server.engine.types import EngineStats
 from autoglm_server.observability.metrics import Metrics
 
@@ -35,8 +36,15 @@ def _sample_value(field: dataclasses.Field[Any]) -> object:
     return 1
 
 
+def _gpu_check() -> gpu_memory.HeadroomCheck:
+    device = gpu_memory.DeviceMemory(index=0, total_bytes=80 << 30, free_bytes=79 << 30)
+    return gpu_memory.check(device, gpu_memory.Reservation((("weights", 20 << 30),)), 0.9)
+
+
 def full_stats() -> EngineStats:
-    return EngineStats(**{f.name: _sample_value(f) for f in dataclasses.fields(EngineStats)})
+    """Every field set; a CUDA engine's start-up GPU memory check included (its gauges exist only then)."""
+    values = {f.name: _sample_value(f) for f in dataclasses.fields(EngineStats) if f.name != "gpu_memory"}
+    return EngineStats(**values, gpu_memory=(_gpu_check(),))
 
 
 def exported_metric_names() -> set[str]:

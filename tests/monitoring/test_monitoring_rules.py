@@ -7,16 +7,19 @@ import shutil
 from pathlib import Path
 
 import generate
+import monitoring_gpu
 import monitoring_rules
 import pytest
 import yaml
+from dcgm_metrics import dcgm_metric_names
 from exported import exported_metric_names
 from prometheus_tools import promtool_run, write_rules
 from promql_names import metric_names
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parents[1] / "mesh" / "README.md"
-# Series the rules read that the daemon does not export, each from a standard exporter.
+# Series the rules read that the daemon does not export, each from a standard exporter (and the DCGM
+# exporter's default set, dcgm_metrics.py).
 EXTERNAL = {"kube_pod_status_ready": "kube-state-metrics: the pods' Ready condition"}
 SEVERITIES = {"critical", "warning"}
 
@@ -88,14 +91,16 @@ def test_every_alert_has_severity_summary_and_runbook(checked_in: dict[str, obje
 
 def test_the_issue_s_alerts_are_all_there(checked_in: dict[str, object]) -> None:
     alerts = {r["alert"] for r in _all_rules(checked_in["spec"]["groups"]) if "alert" in r}  # type: ignore[index]
-    assert alerts == {a.name for a in monitoring_rules.alerts(monitoring_rules.PRODUCTION)}
-    assert len(alerts) == 11
+    daemon = {a.name for a in monitoring_rules.alerts(monitoring_rules.PRODUCTION)}
+    gpu = {a.name for a in monitoring_gpu.alerts(monitoring_gpu.GPU_PRODUCTION)}
+    assert alerts == daemon | gpu
+    assert (len(daemon), len(gpu)) == (11, 4)
 
 
 def test_every_metric_is_exported_or_recorded(checked_in: dict[str, object]) -> None:
     rules = _all_rules(checked_in["spec"]["groups"])  # type: ignore[index]
     recorded = {r["record"] for r in rules if "record" in r}
-    known = exported_metric_names() | recorded | set(EXTERNAL)
+    known = exported_metric_names() | recorded | set(EXTERNAL) | dcgm_metric_names()
     unknown = {name for r in rules for name in metric_names(str(r["expr"])) if name not in known}
     assert unknown == set()
 

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from autoglm_server.engine import gpu_memory
 from autoglm_server.engine.types import EngineStats
 from autoglm_server.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gpu_check() -> gpu_memory.HeadroomCheck:
+    """A CUDA engine's start-up check (its gauges appear only where there is one)."""
+    device = gpu_memory.DeviceMemory(index=0, total_bytes=80 << 30, free_bytes=79 << 30)
+    return gpu_memory.check(device, gpu_memory.Reservation((("weights", 20 << 30),)), 0.9)
 
 
 def _registered() -> set[str]:
@@ -19,7 +26,7 @@ def _registered() -> set[str]:
     # KV and prefix-cache series only for an engine that reports them (vLLM), as this one does.
     stats = EngineStats(
         running=0, waiting=0, reserved_tokens=0, token_budget=1, steps=0, alive=True,
-        kv_cache_usage=0.5, prefix_cache_queries=10, prefix_cache_hits=4,
+        kv_cache_usage=0.5, prefix_cache_queries=10, prefix_cache_hits=4, gpu_memory=(_gpu_check(),),
     )  # fmt: skip
     metrics.bind_engine(lambda: stats)
     names = set()

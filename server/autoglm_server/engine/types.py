@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from PIL import Image
 
+    from autoglm_server.engine.gpu_memory import HeadroomCheck
+
 
 class FinishReason(enum.Enum):
     """Why a request stopped generating."""
@@ -228,3 +230,5 @@ class EngineStats:
     kv_cache_usage: float | None = None
     prefix_cache_queries: int | None = None
     prefix_cache_hits: int | None = None
+    # On CUDA: the start-up memory check of each GPU the engine uses (total, free at start, reserved).
+    gpu_memory: tuple[HeadroomCheck, ...] = ()

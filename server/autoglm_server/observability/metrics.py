@@ -251,6 +251,7 @@ class _EngineCollector(Collector):
             )
             usage.add_metric(values, stats.kv_cache_usage)
             yield usage
+        yield from _gpu_memory_gauges(keys, values, stats)
         for name, doc, count in (
             ("autoglm_prefix_cache_queries", "prompt tokens looked up in the prefix cache", stats.prefix_cache_queries),
             ("autoglm_prefix_cache_hits", "prompt tokens found in the prefix cache", stats.prefix_cache_hits),
@@ -259,6 +260,26 @@ class _EngineCollector(Collector):
                 counter = CounterMetricFamily(name, doc, labels=keys)
                 counter.add_metric(values, count)
                 yield counter
+
+
+def _gpu_memory_gauges(keys: list[str], values: list[str], stats: EngineStats) -> Iterator[Metric]:
+    """The start-up memory check of each GPU (CUDA only), so that a cluster without DCGM sees the headroom."""
+    if not stats.gpu_memory:
+        return
+    families = (
+        ("autoglm_gpu_memory_total_bytes", "GPU memory in total"),
+        ("autoglm_gpu_memory_free_at_start_bytes", "GPU memory free before the engine loaded"),
+        ("autoglm_gpu_memory_reserved_bytes", "GPU memory the engine reserved at start (built-in: weights,"
+         " workspace and KV budget; vLLM: its --gpu-memory-fraction)"),
+        ("autoglm_gpu_memory_headroom_bytes", "GPU memory left at start between the reservation and the tighter"
+         " of free memory and --gpu-memory-fraction"),
+    )  # fmt: skip
+    gauges = [GaugeMetricFamily(name, doc, labels=[*keys, "gpu"]) for name, doc in families]
+    for check in stats.gpu_memory:
+        readings = (check.device.total_bytes, check.device.free_bytes, check.reservation.bytes, check.headroom_bytes)
+        for gauge, reading in zip(gauges, readings, strict=True):
+            gauge.add_metric([*values, str(check.device.index)], reading)
+    yield from gauges
 
 
 def metrics_route(metrics: Metrics) -> Route:

@@ -1,8 +1,9 @@
 """Validate custom resources the way the API server would: the CRD's openAPIV3Schema as a structural
 schema (unknown fields rejected, int32 ranges, nullable) plus its CEL rules (x-kubernetes-validations).
 
-The Istio CRDs are read from ../shared/schemas/istio (or AUTOGLM_ISTIO_SCHEMAS); they are data this
-repository must not copy.
+The Istio CRDs are read from ../shared/schemas/istio (or AUTOGLM_ISTIO_SCHEMAS), the Argo CD and Flux
+ones (mesh/gitops) from ../shared/schemas/argocd and ../shared/schemas/flux; they are data this repository
+must not copy.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 METADATA_KEYS = {"name", "namespace", "labels", "annotations"}
 
 
-def schemas_dir() -> Path:
-    return Path(os.environ.get("AUTOGLM_ISTIO_SCHEMAS", str(REPO.parent / "shared" / "schemas" / "istio")))
+def schemas_dir(project: str = "istio") -> Path:
+    """../shared/schemas/PROJECT, or AUTOGLM_<PROJECT>_SCHEMAS (istio, argocd, flux)."""
+    default = REPO.parent / "shared" / "schemas" / project
+    return Path(os.environ.get(f"AUTOGLM_{project.upper()}_SCHEMAS", str(default)))
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,10 @@ class CrdVersion:
 
 
 @cache
-def load_crds(folder: Path) -> dict[tuple[str, str], CrdVersion]:
-    """(apiVersion, kind) -> the served version's schema, for every CRD file in FOLDER."""
+def load_crds(folder: Path, pattern: str = "crd-*.yaml") -> dict[tuple[str, str], CrdVersion]:
+    """(apiVersion, kind) -> the served version's schema, for every CRD file in FOLDER named like PATTERN."""
     found: dict[tuple[str, str], CrdVersion] = {}
-    for path in sorted(folder.glob("crd-*.yaml")):
+    for path in sorted(folder.glob(pattern)):
         crd = yaml.safe_load(path.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
@@ -145,7 +148,10 @@ def validate_custom_resource(doc: Doc, crds: dict[tuple[str, str], CrdVersion]) 
     crd = crds.get(key)
     if crd is None:
         return [f"{ident(doc)}: no served CRD version for apiVersion {key[0]} kind {key[1]}"]
-    body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+    # apiVersion, kind and metadata are the API server's own, checked by it (here: _metadata_errors);
+    # a schema that declares them (Argo CD's requires `metadata`) sees them too.
+    declared = crd.schema.get("properties", {})
+    body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata") or k in declared}
     validator = jsonschema.Draft202012Validator(structural(crd.schema))
     errors = [
         f"{'.'.join(str(p) for p in err.absolute_path) or '.'}: {err.message}" for err in validator.iter_errors(body)

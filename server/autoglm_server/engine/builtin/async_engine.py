@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from autoglm_server.engine import builtin_models
+from autoglm_server.engine import builtin_models, gpu_memory
 from autoglm_server.engine.builtin import loader, memory
 from autoglm_server.engine.builtin.core import EngineCore, Output
 from autoglm_server.engine.builtin.runner import FaultInjector, ModelRunner
@@ -193,6 +193,7 @@ class AsyncEngine:
         self._description: ModelDescription | None = None
         self._outbox = _Outbox(settings.stream_interval)
         self._step_listener: Callable[[int], None] | None = None
+        self._gpu_checks: tuple[gpu_memory.HeadroomCheck, ...] = ()
 
     # --------------------------------------------------------------- startup
     @property
@@ -232,8 +233,16 @@ class AsyncEngine:
         """On the engine thread: load the model (unless given), pick the threads, build the core."""
         if self._settings.torch_threads:
             torch.set_num_threads(self._settings.torch_threads)
+        before = None  # the GPU's memory before the model lands on it (CUDA only)
         if self._loaded is None:
-            self._loaded = loader.load(self._settings)
+            device = loader.resolve_device(self._settings.device)
+            before = memory.device_memory(device) if device.type == "cuda" else None
+            try:
+                self._loaded = loader.load(self._settings)
+            except torch.OutOfMemoryError as exc:
+                if before is None:
+                    raise
+                raise memory.weights_do_not_fit(before, self._settings.gpu_memory_fraction, exc) from None
         threads = loader.resolve_torch_threads(
             self._settings.torch_threads, self._loaded.model, next(self._loaded.model.parameters()).device
         )
@@ -244,9 +253,9 @@ class AsyncEngine:
             self._settings.torch_threads or "0: auto",
             loader.usable_cpus(),
         )
-        return self._build_core(self._loaded)
+        return self._build_core(self._loaded, before)
 
-    def _build_core(self, loaded: loader.LoadedModel) -> EngineCore:
+    def _build_core(self, loaded: loader.LoadedModel, before: gpu_memory.DeviceMemory | None) -> EngineCore:
         settings = self._settings
         runner = ModelRunner(loaded.model)
         memory.apply_memory_fraction(settings, runner.device)
@@ -266,6 +275,8 @@ class AsyncEngine:
         # Sized after the warm-up, so that free memory already accounts for the model's workspace.
         self._budget = memory.token_budget(settings, loaded.model, runner.device, context)
         core.scheduler.limits = replace(limits, token_budget=self._budget)
+        if before is not None:  # refuse now rather than run out of memory under load
+            self._gpu_checks = (memory.check_headroom(settings, before, loaded.model, runner.device, self._budget),)
         runner.fault_injector = self._fault_injector
         core.step_listener = self._step_listener  # after the warm-up, which is not served work
         return core
@@ -386,6 +397,7 @@ class AsyncEngine:
                 token_budget=scheduler.limits.token_budget,
                 steps=core.steps,
                 alive=self._alive,
+                gpu_memory=self._gpu_checks,
             )
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:

@@ -1,4 +1,4 @@
-"""Device memory: the CUDA memory fraction and the KV token budget."""
+"""Device memory: the CUDA memory fraction, the KV token budget, and the start-up headroom check."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from autoglm_server.engine import gpu_memory
 from autoglm_server.engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -48,3 +49,47 @@ def token_budget(settings: EngineSettings, model: Any, device: torch.device, con
         budget = max(context, min(budget, fits))
     log.info("token budget: %d tokens over at most %d running requests", budget, settings.max_running)
     return budget
+
+
+# ------------------------------------------------------------------ start-up headroom (CUDA only)
+def device_memory(device: torch.device) -> gpu_memory.DeviceMemory:
+    """Total and free memory of DEVICE now (on the engine thread, before the model is loaded)."""
+    free, total = torch.cuda.mem_get_info(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return gpu_memory.DeviceMemory(index=index, total_bytes=int(total), free_bytes=int(free))
+
+
+def weights_bytes(model: Any) -> int:
+    """Bytes of the model's parameters and buffers."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def reservation(model: Any, device: torch.device, budget: int) -> gpu_memory.Reservation:
+    """Weights, the warm-up's workspace (what the allocator holds beyond them) and the KV budget at its worst."""
+    weights = weights_bytes(model)
+    workspace = max(0, int(torch.cuda.memory_reserved(device)) - weights)
+    kv = budget * kv_bytes_per_token(model) * _PADDING_OVERHEAD
+    return gpu_memory.Reservation((("weights", weights), ("workspace", workspace), ("KV budget", kv)))
+
+
+def check_headroom(
+    settings: EngineSettings, before: gpu_memory.DeviceMemory, model: Any, device: torch.device, budget: int
+) -> gpu_memory.HeadroomCheck:
+    """Report what the engine reserved against the memory found at start; refuse when it cannot fit."""
+    verdict = gpu_memory.check(before, reservation(model, device, budget), settings.gpu_memory_fraction)
+    (log.info if verdict.fits else log.error)("%s", verdict.report())
+    gpu_memory.require_fit([verdict], "built-in")
+    return verdict
+
+
+def weights_do_not_fit(
+    before: gpu_memory.DeviceMemory, fraction: float, error: BaseException
+) -> gpu_memory.GpuMemoryError:
+    """The error for a model whose weights ran out of memory while loading."""
+    return gpu_memory.GpuMemoryError(
+        f"the model's weights do not fit GPU {before.index} ({before.total_bytes / gpu_memory.GIB:.2f} GiB total, "
+        f"{before.free_bytes / gpu_memory.GIB:.2f} GiB free at start, --gpu-memory-fraction {fraction:g}): "
+        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}; serve a smaller model or a "
+        "smaller --dtype, or free the GPU"
+    )

@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from autoglm_server.engine import gpu_memory
 from autoglm_server.engine.chat_template import BUILTIN_CHAT_TEMPLATE, ChatRenderer, read_template_file
 from autoglm_server.engine.types import (
     ChatMessage,
@@ -26,7 +27,7 @@ from autoglm_server.engine.types import (
     RenderedPrompt,
 )
 from autoglm_server.engine.vllm import args as vllm_args
-from autoglm_server.engine.vllm import processes
+from autoglm_server.engine.vllm import gpu_probe, processes
 from autoglm_server.engine.vllm.admission import Admission, AdmissionLimits
 from autoglm_server.engine.vllm.outputs import OutputState, sampling_params
 from autoglm_server.engine.vllm.stats import SchedulerView, logger_factory
@@ -72,6 +73,7 @@ class VllmEngine:
         self._background: set[asyncio.Task[Any]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.failed = False
+        self._gpu_checks: tuple[gpu_memory.HeadroomCheck, ...] = ()
 
     # --------------------------------------------------------------- startup
     @property
@@ -98,6 +100,8 @@ class VllmEngine:
         self.loop = asyncio.get_running_loop()
         self._model_dir = await asyncio.to_thread(processes.ModelDir.for_model, self._settings.model)
         engine_args = self._engine_args(self._model_dir.path)
+        # Before vLLM spawns anything: refuse with a clear message instead of its workers' late failure.
+        self._gpu_checks = await asyncio.to_thread(self._check_gpu_memory, self._model_dir.path)
         before = processes.children()
         self._llm = await asyncio.to_thread(self._build, engine_args)
         self._children = sorted(processes.children() - before)
@@ -109,6 +113,17 @@ class VllmEngine:
             await self.shutdown()
             raise
         log.info("vllm engine ready: %s (%s on %s)", self.model.model_id, self.model.dtype, self.model.device)
+
+    def _check_gpu_memory(self, model_path: str) -> tuple[gpu_memory.HeadroomCheck, ...]:
+        """Report each GPU's total and free memory and vLLM's share of it; raise GpuMemoryError when it cannot fit."""
+        devices = gpu_probe.read_devices(self._settings.tensor_parallel_size)
+        if not devices:
+            return ()
+        fraction = self._settings.gpu_memory_fraction
+        checks = gpu_memory.vllm_reservations(devices, fraction, gpu_probe.checkpoint_bytes(model_path))
+        for verdict in checks:
+            (log.info if verdict.fits else log.error)("%s", verdict.report())
+        return gpu_memory.require_fit(checks, "vLLM")
 
     def _engine_args(self, model_path: str) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -348,6 +363,7 @@ class VllmEngine:
             kv_cache_usage=0.0 if idle and not self._settings.enable_prefix_caching else view.kv_cache_usage,
             prefix_cache_queries=view.prefix_cache_queries,
             prefix_cache_hits=view.prefix_cache_hits,
+            gpu_memory=self._gpu_checks,
         )
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:
