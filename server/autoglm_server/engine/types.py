@@ -228,3 +228,7 @@ class EngineStats:
     kv_cache_usage: float | None = None
     prefix_cache_queries: int | None = None
     prefix_cache_hits: int | None = None
+    # A paged KV cache's geometry (tokens per block, blocks on the device), for routers that size
+    # their prefix index from it (vllm:cache_config_info); None where the engine has no blocks.
+    kv_block_size: int | None = None
+    kv_num_blocks: int | None = None

@@ -348,6 +348,8 @@ class VllmEngine:
             kv_cache_usage=0.0 if idle and not self._settings.enable_prefix_caching else view.kv_cache_usage,
             prefix_cache_queries=view.prefix_cache_queries,
             prefix_cache_hits=view.prefix_cache_hits,
+            kv_block_size=view.block_size,
+            kv_num_blocks=view.num_blocks,
         )
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:
