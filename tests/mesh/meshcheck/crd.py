@@ -35,6 +35,12 @@ def schemas_dir() -> Path:
     return Path(os.environ.get("AUTOGLM_ISTIO_SCHEMAS", str(REPO.parent / "shared" / "schemas" / "istio")))
 
 
+def shared_schemas_dir(name: str) -> Path:
+    """../shared/schemas/NAME (gie, gateway-api, keda), or under AUTOGLM_SHARED_SCHEMAS."""
+    root = Path(os.environ.get("AUTOGLM_SHARED_SCHEMAS", str(REPO.parent / "shared" / "schemas")))
+    return root / name
+
+
 @dataclass(frozen=True)
 class CrdVersion:
     kind: str
@@ -43,10 +49,10 @@ class CrdVersion:
 
 
 @cache
-def load_crds(folder: Path) -> dict[tuple[str, str], CrdVersion]:
-    """(apiVersion, kind) -> the served version's schema, for every CRD file in FOLDER."""
+def load_crds(folder: Path, pattern: str = "crd-*.yaml") -> dict[tuple[str, str], CrdVersion]:
+    """(apiVersion, kind) -> the served version's schema, for every CRD file in FOLDER matching PATTERN."""
     found: dict[tuple[str, str], CrdVersion] = {}
-    for path in sorted(folder.glob("crd-*.yaml")):
+    for path in sorted(folder.glob(pattern)):
         crd = yaml.safe_load(path.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
