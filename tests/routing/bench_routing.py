@@ -33,8 +33,9 @@ MODEL = "builtin:tiny"
 
 def row(result: RunResult) -> str:
     spread = result.queue_spread or [0.0]
+    p50, p95 = (percentile(result.ttft_s, q) * 1000 for q in (0.50, 0.95))
     return (
-        f"| {result.policy} | {percentile(result.ttft_s, 0.50) * 1000:.0f} | {percentile(result.ttft_s, 0.95) * 1000:.0f}"
+        f"| {result.policy} | {p50:.0f} | {p95:.0f}"
         f" | {statistics.fmean(spread):.2f} | {percentile(spread, 0.95):.0f} | {max(spread):.0f}"
         f" | {'/'.join(str(n) for n in result.per_pod)} | {result.affinity:.2f} | {len(result.failures)} |"
     )

@@ -106,7 +106,8 @@ def kv_scores(kv: Sequence[float]) -> list[float]:
 def combined_scores(gauges: Sequence[RouterGauges], prefix: Sequence[float]) -> list[float]:
     queue = queue_scores([g.waiting for g in gauges])
     kv = kv_scores([g.kv_usage for g in gauges])
-    return [WEIGHTS["queue"] * q + WEIGHTS["kv"] * k + WEIGHTS["prefix"] * p for q, k, p in zip(queue, kv, prefix)]
+    weighted = zip(queue, kv, prefix, strict=True)
+    return [WEIGHTS["queue"] * q + WEIGHTS["kv"] * k + WEIGHTS["prefix"] * p for q, k, p in weighted]
 
 
 # ------------------------------------------------------------------------------------------ policies
@@ -221,9 +222,7 @@ async def _one_step(client: httpx2.AsyncClient, root: str, model: str, step: Ste
     return first
 
 
-async def run_policy(
-    policy: Policy, roots: Sequence[str], model: str, sessions: Sequence[Sequence[Step]]
-) -> RunResult:
+async def run_policy(policy: Policy, roots: Sequence[str], model: str, sessions: Sequence[Sequence[Step]]) -> RunResult:
     """Play every session's steps in order (sessions concurrently), each step routed by `policy`."""
     result = RunResult(policy.name, per_pod=[0] * len(roots))
     limits = httpx2.Limits(max_connections=256, max_keepalive_connections=64)
