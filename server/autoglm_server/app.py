@@ -37,7 +37,7 @@ from autoglm_server.frontends.openai.server import HttpServer
 from autoglm_server.lifecycle import Phase, ServingState
 from autoglm_server.observability.metrics import Metrics
 from autoglm_server.observability.setup import build_observability
-from autoglm_server.serving.images.limits import ImageLimits
+from autoglm_server.serving.images.load.limits import ImageLimits
 from autoglm_server.serving.pipeline import ServingPipeline
 from autoglm_server.serving.validate import RequestLimits
 from autoglm_server.tls import TlsConfigError, server_credentials
@@ -116,8 +116,14 @@ class Daemon:
         self.grpc_port = 0
         self._auth: AuthRuntime | None = _build_auth(settings)
         self._obs = build_observability(
-            settings, model_id=settings.model, model_version=settings.model_version, revision=settings.revision
+            settings,
+            model_id=settings.model,
+            model_version=settings.model_version,
+            revision=settings.revision,
+            served_model=settings.served_model_name,
         )
+        if self._obs.metrics is not None:  # read at each scrape, on the admin port and the HTTP port alike
+            self._obs.metrics.bind_engine(engine.stats)
         if self._auth is not None and self._obs.metrics is not None:
             _bind_auth_metrics(self._auth, self._obs.metrics)
         self._pipeline = ServingPipeline(
@@ -237,6 +243,7 @@ class Daemon:
                 scope_generate=settings.scope_generate,
                 scope_models_read=settings.scope_models_read,
                 access_log=settings.access_log,
+                serve_metrics=settings.http_metrics,
             ),
             ready=self._ready,
             auth=auth,
@@ -253,8 +260,6 @@ class Daemon:
         host, port = split_host_port(self._settings.admin_listen)
         self._admin = AdminServer(host, port)
         self._admin.add_route(names.METRICS_PATH, self._obs.metrics_route())
-        if self._obs.metrics is not None:
-            self._obs.metrics.bind_engine(self._engine.stats)
         if self._auth is not None:
             for path, route in self._auth.admin_routes().items():
                 self._admin.add_route(path, route)

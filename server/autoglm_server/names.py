@@ -36,6 +36,9 @@ OPENAI_MODELS_PATH = "/v1/models"
 # on it so that one agent's steps reach the replica holding its prefix cache; the daemon only logs
 # and traces it, never uses it for auth.
 SESSION_HEADER = "x-autoglm-session"
+# The session header of the Gateway API Inference Extension's router (llm-d's session-affinity scorer);
+# honoured like ours when ours is absent, for logging and tracing only (serving/session.py).
+ROUTER_SESSION_HEADER = "x-session-id"
 
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 

@@ -232,3 +232,7 @@ class EngineStats:
     prefix_cache_hits: int | None = None
     # On CUDA: the start-up memory check of each GPU the engine uses (total, free at start, reserved).
     gpu_memory: tuple[HeadroomCheck, ...] = ()
+    # A paged KV cache's geometry (tokens per block, blocks on the device), for routers that size
+    # their prefix index from it (vllm:cache_config_info); None where the engine has no blocks.
+    kv_block_size: int | None = None
+    kv_num_blocks: int | None = None

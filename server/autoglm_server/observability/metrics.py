@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from autoglm_server import __version__
 from autoglm_server.admin_http import Response, Route
 from autoglm_server.engine.types import EngineStats
+from autoglm_server.observability.router_gauges import router_families
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ class RequestSeries:
 class Metrics:
     """The daemon's metrics; create one per daemon, pass it to whoever records."""
 
-    def __init__(self, *, model: str, version: str, revision: str = "", server_version: str = __version__) -> None:
+    def __init__(
+        self, *, model: str, version: str, revision: str = "", server_version: str = __version__, served_model: str = ""
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.model = model
         self.version = version or "unset"
@@ -162,7 +165,8 @@ class Metrics:
             [*names, "revision", "server_version"],
             registry=reg,
         ).labels(**labels, revision=revision or "unset", server_version=server_version).set(1)
-        self._engine = _EngineCollector(labels)
+        # The router's gauges are labelled with the name clients send (vLLM's model_name), not --model.
+        self._engine = _EngineCollector(labels, served_model or model)
         reg.register(self._engine)
 
     # Recording, called on the request path.
@@ -215,8 +219,9 @@ class Metrics:
 class _EngineCollector(Collector):
     """Gauges read from the engine's stats when Prometheus scrapes."""
 
-    def __init__(self, labels: Mapping[str, str]) -> None:
+    def __init__(self, labels: Mapping[str, str], model_name: str) -> None:
         self._labels = dict(labels)
+        self._model_name = model_name
         self.source: EngineStatsSource | None = None
 
     def describe(self) -> Iterator[Metric]:
@@ -241,6 +246,8 @@ class _EngineCollector(Collector):
             gauge = GaugeMetricFamily(name, doc, labels=keys)
             gauge.add_metric(values, value)
             yield gauge
+        # The same snapshot under vLLM's names, for inference routers (observability/router_gauges.py).
+        yield from router_families(stats, self._model_name)
         steps = CounterMetricFamily("autoglm_engine_steps", "engine forward steps", labels=keys)
         steps.add_metric(values, stats.steps)
         yield steps
@@ -283,7 +290,7 @@ def _gpu_memory_gauges(keys: list[str], values: list[str], stats: EngineStats) -
 
 
 def metrics_route(metrics: Metrics) -> Route:
-    """The admin server's /metrics route (names.METRICS_PATH)."""
+    """The admin server's /metrics route (names.METRICS_PATH); the HTTP front door serves the same body."""
 
     def route(_headers: Mapping[str, str]) -> Response:
         return Response(200, metrics.render(), CONTENT_TYPE_LATEST)

@@ -44,7 +44,7 @@ class Observability:
 
 
 def build_observability(
-    settings: ObservabilitySettings, *, model_id: str, model_version: str, revision: str = ""
+    settings: ObservabilitySettings, *, model_id: str, model_version: str, revision: str = "", served_model: str = ""
 ) -> Observability:
     tracing = setup_tracing(
         settings,
@@ -55,7 +55,11 @@ def build_observability(
             "autoglm.model.revision": revision,
         },
     )
-    metrics = Metrics(model=model_id, version=model_version, revision=revision) if settings.metrics_enabled else None
+    metrics = (
+        Metrics(model=model_id, version=model_version, revision=revision, served_model=served_model)
+        if settings.metrics_enabled
+        else None
+    )
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if tracing.enabled:
         interceptors.append(TracingInterceptor(tracing.tracer, trace_health_checks=settings.trace_health_checks))

@@ -11,10 +11,14 @@ from .render import Doc, ident
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
 
 
+# API groups under k8s.io that are CRDs, not built in: validated against their CRDs (meshcheck.crd).
+CRD_GROUPS = frozenset({"gateway.networking.k8s.io", "inference.networking.k8s.io", "inference.networking.x-k8s.io"})
+
+
 def is_core(doc: Doc) -> bool:
-    """Built-in kinds (no dot in the API group); CRDs (istio.io, flagger.app) are validated elsewhere."""
+    """Built-in kinds (no dot in the API group); CRDs (istio.io, flagger.app, Gateway API) are validated elsewhere."""
     group = doc.get("apiVersion", "").rpartition("/")[0]
-    return "." not in group or group.endswith(".k8s.io")
+    return ("." not in group or group.endswith(".k8s.io")) and group not in CRD_GROUPS
 
 
 def validate_core(doc: Doc) -> list[str]:

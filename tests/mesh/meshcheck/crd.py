@@ -1,9 +1,9 @@
 """Validate custom resources the way the API server would: the CRD's openAPIV3Schema as a structural
 schema (unknown fields rejected, int32 ranges, nullable) plus its CEL rules (x-kubernetes-validations).
 
-The Istio CRDs are read from ../shared/schemas/istio (or AUTOGLM_ISTIO_SCHEMAS), the Argo CD and Flux
-ones (mesh/gitops) from ../shared/schemas/argocd and ../shared/schemas/flux; they are data this repository
-must not copy.
+The CRDs are read from ../shared/schemas/<project> (istio; argocd and flux for mesh/gitops; gie,
+gateway-api and keda for the inference gateway), see schemas_dir(); they are data this repository must
+not copy.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ METADATA_KEYS = {"name", "namespace", "labels", "annotations"}
 
 
 def schemas_dir(project: str = "istio") -> Path:
-    """../shared/schemas/PROJECT, or AUTOGLM_<PROJECT>_SCHEMAS (istio, argocd, flux)."""
-    default = REPO.parent / "shared" / "schemas" / project
-    return Path(os.environ.get(f"AUTOGLM_{project.upper()}_SCHEMAS", str(default)))
+    """../shared/schemas/PROJECT (istio, argocd, flux, gie, gateway-api, keda, ...): the folder named by
+    AUTOGLM_<PROJECT>_SCHEMAS if set, else PROJECT under AUTOGLM_SHARED_SCHEMAS, else under ../shared/schemas."""
+    override = os.environ.get(f"AUTOGLM_{project.upper().replace('-', '_')}_SCHEMAS")
+    if override:
+        return Path(override)
+    return Path(os.environ.get("AUTOGLM_SHARED_SCHEMAS", str(REPO.parent / "shared" / "schemas"))) / project
 
 
 @dataclass(frozen=True)

@@ -364,6 +364,8 @@ class VllmEngine:
             prefix_cache_queries=view.prefix_cache_queries,
             prefix_cache_hits=view.prefix_cache_hits,
             gpu_memory=self._gpu_checks,
+            kv_block_size=view.block_size,
+            kv_num_blocks=view.num_blocks,
         )
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:

@@ -27,6 +27,9 @@ class SchedulerView:
         self.prefix_cache_queries = 0
         self.prefix_cache_hits = 0
         self.steps = 0
+        # The KV cache's geometry, known once the engine core has profiled memory (None before).
+        self.block_size: int | None = None
+        self.num_blocks: int | None = None
         self.step_listener: Callable[[int], None] | None = None
 
     def record(self, scheduler_stats: Any, iteration_stats: Any) -> None:
@@ -54,8 +57,9 @@ class SchedulerView:
 class _ViewLogger(StatLoggerBase):  # type: ignore[misc]  # vllm is untyped where mypy runs (.venv)
     """A vLLM stat logger that feeds a SchedulerView."""
 
-    def __init__(self, view: SchedulerView) -> None:
+    def __init__(self, view: SchedulerView, vllm_config: VllmConfig) -> None:
         self._view = view
+        self._config = vllm_config
 
     def record(
         self,
@@ -67,13 +71,21 @@ class _ViewLogger(StatLoggerBase):  # type: ignore[misc]  # vllm is untyped wher
         self._view.record(scheduler_stats, iteration_stats)
 
     def log_engine_initialized(self) -> None:
-        pass
+        # Called once the engine core reported back: by then the front end's cache config holds the
+        # block count the core sized from the memory profile (vLLM's own cache_config_info reads it here).
+        cache = self._config.cache_config
+        self._view.block_size = _positive(getattr(cache, "block_size", None))
+        self._view.num_blocks = _positive(getattr(cache, "num_gpu_blocks", None))
+
+
+def _positive(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def logger_factory(view: SchedulerView) -> Callable[[VllmConfig, int], StatLoggerBase]:
     """What AsyncLLM's stat_loggers takes: a factory per engine index (one engine here)."""
 
     def build(vllm_config: VllmConfig, engine_index: int = 0) -> StatLoggerBase:
-        return _ViewLogger(view)
+        return _ViewLogger(view, vllm_config)
 
     return build

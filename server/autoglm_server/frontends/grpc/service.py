@@ -22,13 +22,13 @@ from autoglm_server.engine.types import ANONYMOUS_TENANT, GenerationDelta
 from autoglm_server.errors import AutoglmError
 from autoglm_server.frontends.grpc import convert, status
 from autoglm_server.frontends.grpc.health import HealthReporter
+from autoglm_server.serving import session
 from autoglm_server.serving.pipeline import Call, Generation, ServingPipeline
 from autoglm_server.serving.validate import CallContext
 
 # Who made the call (tenant used for fair share); the auth layer supplies it once enabled.
 TenantLookup = Callable[[], str]
 Response = TypeVar("Response", pb.GenerateResponse, pb.ChatResponse)
-MAX_SESSION_ID_CHARS = 128
 
 
 def _anonymous() -> str:
@@ -150,10 +150,8 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 def _session_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == names.SESSION_HEADER and isinstance(value, str):
-            return value[:MAX_SESSION_ID_CHARS] if value.isprintable() else ""
-    return ""
+    metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+    return session.session_id(metadata.get)
 
 
 def register(server: grpc.aio.Server, servicer: GenerationServicer, health: HealthReporter) -> None:

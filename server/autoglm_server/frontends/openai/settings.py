@@ -20,6 +20,12 @@ class HttpSettings(BaseModel):
         description="the model name clients send and /v1/models lists (default: --model); for Open-AutoGLM,"
         " autoglm-phone-9b",
     )
+    http_metrics: bool = Field(
+        True,
+        description="also serve /metrics (no JWT) on the HTTP port, where inference routers (the Gateway API"
+        " Inference Extension's endpoint picker) scrape by default; the mesh lets only the router and"
+        " Prometheus reach it",
+    )
     max_request_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,
