@@ -37,7 +37,7 @@ from autoglm_server.frontends.openai.server import HttpServer
 from autoglm_server.lifecycle import Phase, ServingState
 from autoglm_server.observability.metrics import Metrics
 from autoglm_server.observability.setup import build_observability
-from autoglm_server.serving.images.load.limits import ImageLimits
+from autoglm_server.serving.images.limits import ImageLimits
 from autoglm_server.serving.pipeline import ServingPipeline
 from autoglm_server.serving.validate import RequestLimits
 from autoglm_server.tls import TlsConfigError, server_credentials
