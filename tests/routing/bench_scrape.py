@@ -4,14 +4,18 @@
 
 One daemon (built-in engine, builtin:tiny, --max-running 8): `--streams` long streams keep every batch
 row busy and the rest queued, while this scrapes the HTTP port's /metrics every 50 ms (the router's
-interval) and the admin port's alongside; it prints p50, p99 and max per port.
+interval) and the admin port's alongside; it prints p50, p99 and max per port. The streams run in a
+process of their own, so that the scraper's timings hold the daemon's answer, not the wait for this
+process's GIL behind a dozen SSE-parsing threads (a router scrapes from its own pod).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import threading
 import time
+from multiprocessing.synchronize import Event
 
 import openai
 
@@ -20,31 +24,42 @@ from tests.helpers.router_gauges import fetch, parse_router_gauges
 from tests.routing.harness import percentile
 
 
+def _load(http_url: str, streams: int, stop: Event) -> None:
+    """The child process: `streams` threads each keep one long stream open until stop is set."""
+    client = openai.OpenAI(base_url=http_url, api_key="unused", max_retries=0, timeout=300)
+
+    def one() -> None:
+        while not stop.is_set():
+            with client.completions.create(
+                model="builtin:tiny", prompt="Open the settings app. " * 20, max_tokens=1500, stream=True,
+                extra_body={"ignore_eos": True},
+            ) as stream:  # fmt: skip
+                for _ in stream:
+                    if stop.is_set():
+                        return
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--streams", type=int, default=12)
     args = parser.parse_args()
-    stop = threading.Event()
+    spawn = multiprocessing.get_context("spawn")
+    stop = spawn.Event()
     with running_daemon("--auth", "disabled", "--max-running", "8", "--max-waiting", "64") as daemon:
-        client = openai.OpenAI(base_url=daemon.http_url, api_key="unused", max_retries=0, timeout=300)
-
-        def load() -> None:
-            while not stop.is_set():
-                with client.completions.create(
-                    model="builtin:tiny", prompt="Open the settings app. " * 20, max_tokens=1500, stream=True,
-                    extra_body={"ignore_eos": True},
-                ) as stream:  # fmt: skip
-                    for _ in stream:
-                        if stop.is_set():
-                            return
-
-        threads = [threading.Thread(target=load, daemon=True) for _ in range(args.streams)]
-        for thread in threads:
-            thread.start()
+        loader = spawn.Process(target=_load, args=(daemon.http_url, args.streams, stop))
+        loader.start()
         http_root = f"http://127.0.0.1:{daemon.http_port}"
         took: dict[str, list[float]] = {"http": [], "admin": []}
         busy = 0
+        time.sleep(2.0)  # let the streams fill the batch
         deadline = time.monotonic() + args.seconds
         while time.monotonic() < deadline:
             body, seconds = fetch(f"{http_root}/metrics")
@@ -54,9 +69,9 @@ def main() -> None:
             took["admin"].append(fetch(f"{daemon.admin_url}/metrics")[1])
             time.sleep(0.05)
         stop.set()
-        for thread in threads:
-            thread.join(60)
-        client.close()
+        loader.join(60)
+        if loader.is_alive():
+            loader.kill()
     print(f"{len(took['http'])} scrapes per port over {args.seconds:g} s, {args.streams} streams,"
           f" all 8 batch rows busy in {busy} of them")  # fmt: skip
     print("| port | p50 ms | p99 ms | max ms |")
