@@ -34,8 +34,8 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)
 
 MAX_PIXELS = 300_000
 PROCESSOR_KWARGS = {"size": {"shortest_edge": 12544, "longest_edge": MAX_PIXELS}}
-SYSTEM = "You are a phone-operating agent. Answer with one action such as do(action=\"Tap\", element=[500, 300])."
-TEXT = "Open the Settings app\n\n** Screen Info **\n\n{\"current_app\": \"System Home\"}"
+SYSTEM = 'You are a phone-operating agent. Answer with one action such as do(action="Tap", element=[500, 300]).'
+TEXT = 'Open the Settings app\n\n** Screen Info **\n\n{"current_app": "System Home"}'
 STEPS = 8
 # float32 on one CPU: the engine and generate agree to ~1e-6; a changed image moves them by ~3e-5.
 TOLERANCE = 1e-5
@@ -69,8 +69,10 @@ class Recording:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def engine() -> AsyncIterator[AsyncEngine]:
     settings = load_settings(
-        ["--model", "builtin:glm4v-tiny", "--dtype", "float32", "--max-running", "4"]
-        + ["--mm-processor-kwargs", f'{{"max_pixels": {MAX_PIXELS}}}', "--limit-images-per-request", "2"]
+        [
+            *("--model", "builtin:glm4v-tiny", "--dtype", "float32", "--max-running", "4"),
+            *("--mm-processor-kwargs", f'{{"max_pixels": {MAX_PIXELS}}}', "--limit-images-per-request", "2"),
+        ]
     )
     eng = AsyncEngine(settings)
     await eng.start()
@@ -112,8 +114,10 @@ def transformers_run(engine: AsyncEngine, image: ImageInput | None, kwargs: dict
 async def test_describes_a_vision_model(engine: AsyncEngine) -> None:
     model = engine.model
     assert model.architecture == "Glm4vForConditionalGeneration"
-    assert model.supports_images and model.max_images_per_request == 2
-    assert model.has_chat_template and model.random_weights
+    assert model.supports_images
+    assert model.max_images_per_request == 2
+    assert model.has_chat_template
+    assert model.random_weights
 
 
 async def test_a_screenshot_step_matches_transformers_generate(engine: AsyncEngine) -> None:
@@ -129,7 +133,8 @@ async def test_a_screenshot_step_matches_transformers_generate(engine: AsyncEngi
     assert verdict.ok, verdict
     assert len(ours.prompt_ids) == len(theirs.prompt_ids) > 300  # the screenshot's visual tokens are in the count
     (built,) = recording.built
-    assert theirs.pixel_values is not None and theirs.image_grid_thw is not None
+    assert theirs.pixel_values is not None
+    assert theirs.image_grid_thw is not None
     assert torch.equal(built.forward["image_grid_thw"].cpu(), theirs.image_grid_thw)
     assert torch.equal(built.forward["pixel_values"].cpu(), theirs.pixel_values)
 
@@ -141,10 +146,12 @@ async def test_a_changed_resize_rule_is_caught(engine: AsyncEngine) -> None:
     ours = await run(engine, "rule", chat(image))
     other_rule = {"size": {"shortest_edge": 12544, "longest_edge": MAX_PIXELS * 9 // 10}}
     verdict = compare(transformers_run(engine, image, other_rule), ours)
-    assert not verdict.ok and verdict.first_divergence == 0
+    assert not verdict.ok
+    assert verdict.first_divergence == 0
     # Same grid at this max_pixels, other pixels: only the logprobs tell (by ~3e-5 on this model).
     narrower = compare(transformers_run(engine, screenshot(1078), PROCESSOR_KWARGS), ours, tolerance=TOLERANCE)
-    assert not narrower.ok and narrower.prompt_tokens[0] == narrower.prompt_tokens[1]
+    assert not narrower.ok
+    assert narrower.prompt_tokens[0] == narrower.prompt_tokens[1]
 
 
 async def test_image_and_text_rows_batch_together_as_they_run_alone(engine: AsyncEngine) -> None:

@@ -33,9 +33,11 @@ def compare(reference: Run, engine: Run, tolerance: float = DEFAULT_TOLERANCE) -
     gaps = [abs(a - b) for a, b in zip(reference.logprobs[:steps], engine.logprobs[:steps], strict=True)]
     biggest = max(gaps, default=0.0)
     if reference.prompt_ids != engine.prompt_ids:
-        at = next((i for i, (a, b) in enumerate(zip(*[r.prompt_ids for r in (reference, engine)])) if a != b), None)
+        pairs = zip(reference.prompt_ids, engine.prompt_ids, strict=False)
+        at = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
         where = f"prompt token {at}" if at is not None else "the prompt's length"
-        return Verdict(prompts, steps, 0, f"the prompts differ at {where} ({prompts[0]} vs {prompts[1]} tokens)", biggest)
+        reason = f"the prompts differ at {where} ({prompts[0]} vs {prompts[1]} tokens)"
+        return Verdict(prompts, steps, 0, reason, biggest)
     for i in range(steps):
         if reference.tokens[i] != engine.tokens[i]:
             return Verdict(prompts, steps, i, f"token {reference.tokens[i]} vs {engine.tokens[i]}", biggest)
