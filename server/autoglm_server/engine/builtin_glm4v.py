@@ -102,9 +102,9 @@ def build_tokenizer() -> Any:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from autoglm_server.engine.builtin_models import _byte_symbols
+    from autoglm_server.engine.byte_level import byte_symbols
 
-    vocab = {symbol: i for i, symbol in enumerate(_byte_symbols())}
+    vocab = {symbol: i for i, symbol in enumerate(byte_symbols())}
     for token in SPECIAL_TOKENS:
         vocab[token] = len(vocab)
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from autoglm_server.engine.byte_level import byte_symbols as _byte_symbols
+
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_SMALL = "builtin:small"
 BUILTIN_SEED = 1234
@@ -76,20 +78,6 @@ def save(name: str, directory: Path) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
-
-
-def _byte_symbols() -> list[str]:
-    """The 256 printable stand-ins of bytes used by byte-level BPE (GPT-2's reversible mapping)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes = list(printable)
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    by_byte = dict(zip(printable, codes, strict=True))
-    return [chr(by_byte[b]) for b in range(256)]
 
 
 def build_tokenizer() -> Any:
