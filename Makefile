@@ -23,9 +23,10 @@ $(STAMP): requirements/dev.lock pyproject.toml client/pyproject.toml .ci/install
 
 install: $(STAMP)
 
-# Run the daemon on the built-in model, auth off for local development (it says so loudly).
+# Run the daemon on the built-in GLM-4.1V (random weights; takes Open-AutoGLM's screenshots) under the
+# name Open-AutoGLM's agent sends by default, auth off for local development (it says so loudly).
 serve: $(STAMP)
-	$(BIN)/autoglm-server serve --auth disabled
+	$(BIN)/autoglm-server serve --model builtin:glm4v-tiny --served-model-name autoglm-phone-9b --auth disabled
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -25,6 +25,9 @@ commands:
   bench     compare the daemon with plain transformers generate on one model
   token     mint a JWT through Vault transit (autoglm-server token mint --help)
   vault     apply the Vault policies, keys and auth roles (autoglm-server vault bootstrap --help)
+  check-parity
+            compare an engine with transformers' generate on an agent step with a screenshot
+            (autoglm-server check-parity --model DIR [--engine builtin|vllm] [--image PNG])
 """
 
 
@@ -47,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from autoglm_server.auth.cli import token_main
 
         return token_main(rest)
+    if command == "check-parity":
+        from autoglm_server.parity.check import main as check_parity_main
+
+        return check_parity_main(rest)
     if command == "vault":
         from autoglm_server.auth.cli import vault_main
 

@@ -85,7 +85,7 @@ async def test_overload_is_429_with_retry_after_and_the_admitted_stream_complete
             extra_body=IGNORE_EOS,
         )
         chunks = aiter(holder)
-        await anext(chunks)  # the role chunk: the holder is admitted and owns the only row
+        await anext(chunks)  # the first token (with the role): the holder is admitted and owns the only row
         # A burst while the row is taken: nothing may wait, so each is refused at once.
         burst = await asyncio.gather(*(_one_stream(client, 8) for _ in range(4)), return_exceptions=True)
         usage = None

@@ -1,6 +1,7 @@
 """`builtin:tiny`: a small Llama model with random weights and a byte-level tokenizer, built in code.
 
 `builtin:small` is the same at about 110M parameters (hidden 768, 12 layers), for benchmarks.
+`builtin:glm4v-tiny` is a ~3M-parameter GLM-4.1V (builtin_glm4v.py): images, for the phone agent.
 
 It needs no file and no hub, so the whole serving path runs on any machine. Its text is meaningless.
 The tokenizer maps every UTF-8 byte to one token, so any text round-trips and a multi-byte character
@@ -9,7 +10,10 @@ is always split across tokens (which exercises incremental detokenization).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from autoglm_server.engine.byte_level import byte_symbols as _byte_symbols
 
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_SMALL = "builtin:small"
@@ -37,22 +41,43 @@ SMALL_CONFIG: dict[str, Any] = {
     "num_key_value_heads": 12,
     "max_position_embeddings": 2048,
 }
-# The built-in models by name (each with the byte-level tokenizer and seeded random weights).
-BUILTIN_MODELS: dict[str, dict[str, Any]] = {BUILTIN_TINY: TINY_CONFIG, BUILTIN_SMALL: SMALL_CONFIG}
+# The built-in Llama models by name (each with the byte-level tokenizer and seeded random weights).
+BUILTIN_LLAMAS: dict[str, dict[str, Any]] = {BUILTIN_TINY: TINY_CONFIG, BUILTIN_SMALL: SMALL_CONFIG}
+BUILTIN_GLM4V_TINY = "builtin:glm4v-tiny"
+# Every built-in model name (the vision one is built by builtin_glm4v.py).
+BUILTIN_MODELS: frozenset[str] = frozenset({*BUILTIN_LLAMAS, BUILTIN_GLM4V_TINY})
 
 
-def _byte_symbols() -> list[str]:
-    """The 256 printable stand-ins of bytes used by byte-level BPE (GPT-2's reversible mapping)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes = list(printable)
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    by_byte = dict(zip(printable, codes, strict=True))
-    return [chr(by_byte[b]) for b in range(256)]
+def build(name: str) -> tuple[Any, Any, Any | None]:
+    """(tokenizer, model, image processor or None) of a built-in model, all made in code."""
+    if name == BUILTIN_GLM4V_TINY:
+        from autoglm_server.engine import builtin_glm4v
+
+        tokenizer = builtin_glm4v.build_tokenizer()
+        return tokenizer, builtin_glm4v.build_model(tokenizer), builtin_glm4v.build_image_processor()
+    tokenizer = build_tokenizer()
+    return tokenizer, build_model(tokenizer, name), None
+
+
+def seed(name: str) -> int:
+    """The seed a built-in model's weights are drawn from (reported as its revision)."""
+    if name == BUILTIN_GLM4V_TINY:
+        from autoglm_server.engine import builtin_glm4v
+
+        return builtin_glm4v.GLM4V_SEED
+    return BUILTIN_SEED
+
+
+def save(name: str, directory: Path) -> Path:
+    """Write a built-in model as a Hugging Face model directory (for vLLM, check-parity, tests)."""
+    if name == BUILTIN_GLM4V_TINY:
+        from autoglm_server.engine import builtin_glm4v
+
+        return builtin_glm4v.save(directory)
+    tokenizer, model, _ = build(name)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 def build_tokenizer() -> Any:
@@ -90,7 +115,7 @@ def build_model(tokenizer: Any, name: str = BUILTIN_TINY) -> Any:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        **BUILTIN_MODELS[name],
+        **BUILTIN_LLAMAS[name],
     )
     # A private generator: loading must not disturb (or depend on) the process's global RNG.
     generator = torch.Generator().manual_seed(BUILTIN_SEED)

@@ -12,8 +12,8 @@ class EngineSettings(BaseModel):
 
     model: str = Field(
         "builtin:tiny",
-        description="builtin:tiny (or builtin:small, ~110M; both random weights), a local model directory,"
-        " or a Hugging Face id already in the local cache",
+        description="builtin:tiny (or builtin:small, ~110M; builtin:glm4v-tiny, a GLM-4.1V that takes images;"
+        " all random weights), a local model directory, or a Hugging Face id already in the local cache",
     )
     chat_template: str = Field(
         "",

@@ -31,6 +31,7 @@ import torch
 from autoglm_server.engine import builtin_models, gpu_memory
 from autoglm_server.engine.builtin import loader, memory
 from autoglm_server.engine.builtin.core import EngineCore, Output
+from autoglm_server.engine.builtin.inputs import Glm4vInputs, InputStrategy, TextInputs
 from autoglm_server.engine.builtin.runner import FaultInjector, ModelRunner
 from autoglm_server.engine.builtin.scheduler import Limits
 from autoglm_server.engine.chat_template import BUILTIN_CHAT_TEMPLATE, ChatRenderer, read_template_file
@@ -43,6 +44,7 @@ from autoglm_server.engine.types import (
     ModelDescription,
     RenderedPrompt,
 )
+from autoglm_server.engine.vision_chat import VisionChatRenderer, mm_processor_kwargs
 from autoglm_server.errors import AutoglmError, EngineFailedError, InvalidRequestError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -177,7 +179,8 @@ class AsyncEngine:
         self._fault_injector = fault_injector
         self._core: EngineCore | None = None
         self._front_tokenizer: Any = None
-        self._renderer: ChatRenderer | None = None
+        self._renderer: ChatRenderer | VisionChatRenderer | None = None
+        self._image_token_id: int | None = None  # a vision model's image placeholder
         # Mailboxes by engine key. The core knows each submission by a key of its own, never by the
         # caller's request_id: a request_id reused right after a cancel must not receive the old
         # request's late deltas (or its CANCELLED end).
@@ -222,9 +225,17 @@ class AsyncEngine:
         core = await ready
         assert self._loaded is not None
         self._front_tokenizer = copy.deepcopy(self._loaded.tokenizer)
-        self._renderer = ChatRenderer(self._front_tokenizer, self._chat_template())
+        if self._loaded.image_processor is not None:
+            self._image_token_id = int(self._loaded.model.config.image_token_id)
+        self._renderer = self._chat_renderer(self._loaded)
         assert self._description is not None
-        self._description = replace(self._description, has_chat_template=self._renderer.available)
+        images = self._images_per_request() if self._loaded.image_processor is not None else 0
+        self._description = replace(
+            self._description,
+            has_chat_template=self._renderer.available,
+            supports_images=images > 0,
+            max_images_per_request=images,
+        )
         self._core = core
         self._alive = True
         log.info("engine ready: %s (%s on %s)", self.model.model_id, self.model.dtype, self.model.device)
@@ -257,7 +268,7 @@ class AsyncEngine:
 
     def _build_core(self, loaded: loader.LoadedModel, before: gpu_memory.DeviceMemory | None) -> EngineCore:
         settings = self._settings
-        runner = ModelRunner(loaded.model)
+        runner = ModelRunner(loaded.model, inputs=self._input_strategy(loaded))
         memory.apply_memory_fraction(settings, runner.device)
         context = settings.max_context_length or loaded.description.max_context_length
         self._description = replace(loaded.description, max_context_length=context)
@@ -280,6 +291,34 @@ class AsyncEngine:
         runner.fault_injector = self._fault_injector
         core.step_listener = self._step_listener  # after the warm-up, which is not served work
         return core
+
+    def _input_strategy(self, loaded: loader.LoadedModel) -> InputStrategy:
+        """How prefill inputs are built for this model family (engine/builtin/inputs.py)."""
+        if loaded.image_processor is None:
+            return TextInputs()
+        # The loader admits only VISION_ARCHITECTURES, today GLM-4.1V alone.
+        return Glm4vInputs(loaded.model, loaded.image_processor, self._processor_kwargs())
+
+    def _processor_kwargs(self) -> dict[str, Any]:
+        """--mm-processor-kwargs (a setting of config.Settings shared with the vLLM engine)."""
+        return mm_processor_kwargs(str(getattr(self._settings, "mm_processor_kwargs", "")))
+
+    def _images_per_request(self) -> int:
+        """--limit-images-per-request (serving/images/settings.py), 10 where the setting is absent."""
+        return int(getattr(self._settings, "limit_images_per_request", 10))
+
+    def _chat_renderer(self, loaded: loader.LoadedModel) -> ChatRenderer | VisionChatRenderer:
+        template = self._chat_template()
+        if loaded.image_processor is None:
+            return ChatRenderer(self._front_tokenizer, template)
+        return VisionChatRenderer(
+            self._front_tokenizer,
+            copy.deepcopy(loaded.image_processor),  # the engine thread has its own
+            self._front_tokenizer.convert_ids_to_tokens(self._image_token_id),
+            template,
+            self._images_per_request(),
+            self._processor_kwargs(),
+        )
 
     # ------------------------------------------------------------ the thread
     def _run(self, ready: asyncio.Future[EngineCore]) -> None:
@@ -347,6 +386,7 @@ class AsyncEngine:
         request_id = request.request_id
         if request_id in self._keys:
             raise InvalidRequestError("request_id", f"{request_id!r} is already in use by a running request")
+        self._check_placeholders(request)
         key = f"{request_id}#{next(self._serial)}"
         mailbox = _Mailbox()
         self._mailboxes[key] = mailbox
@@ -358,6 +398,16 @@ class AsyncEngine:
             del self._keys[request_id]
             raise
         return RequestStream(self, request_id, key, mailbox)
+
+    def _check_placeholders(self, request: GenerationRequest) -> None:
+        """A vision model's image token stands for an image's features: a prompt of token ids may not
+        hold it without the image behind it (chat requests get it from the renderer, counted)."""
+        if self._image_token_id is None or request.images:
+            return
+        if self._image_token_id in request.prompt_token_ids:
+            raise InvalidRequestError(
+                "prompt", f"token id {self._image_token_id} is the image placeholder; send images in chat messages"
+            )
 
     def abort(self, request_id: str) -> None:
         key = self._keys.get(request_id)
@@ -375,9 +425,9 @@ class AsyncEngine:
         path = self._settings.chat_template
         if path:
             return read_template_file(path)
-        if self._settings.model in builtin_models.BUILTIN_MODELS:
+        if self._settings.model in builtin_models.BUILTIN_LLAMAS:
             return BUILTIN_CHAT_TEMPLATE
-        return None
+        return None  # builtin:glm4v-tiny's tokenizer carries GLM's template
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
         if self._renderer is None:

@@ -7,6 +7,7 @@ step. Everything else here runs on the engine thread alone.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -178,7 +179,9 @@ class EngineCore:
 
     def _prefill_group(self, rows: list[Sequence], outputs: list[Output]) -> None:
         try:
-            logits, kv = self.runner.prefill([r.request.prompt_token_ids for r in rows])
+            logits, kv = self.runner.prefill(
+                [r.request.prompt_token_ids for r in rows], [r.request.images for r in rows]
+            )
             tokens, logprobs = sample(logits, [r.sampling for r in rows])
             self.runner.set_last_tokens(kv, tokens)
             # A merge that runs out of memory leaves the running batch as it was: only the
@@ -186,6 +189,10 @@ class EngineCore:
             batch = self.runner.merge(self._batch, kv)
         except torch.OutOfMemoryError:
             self._out_of_memory(rows, outputs)
+            return
+        except AutoglmError as error:  # the input strategy refused the group's inputs (engine/builtin/inputs.py)
+            refused = error
+            self._fail(rows, lambda: copy.copy(refused), outputs)
             return
         self._stepped(len(rows))
         self._append(rows, tokens, logprobs, outputs)
@@ -231,14 +238,18 @@ class EngineCore:
                 self.scheduler.finish(row.request_id, row.service_time_s())
         self._keep([i for i, r in enumerate(self._rows) if r.finish_reason is None], outputs)
 
-    def _out_of_memory(self, rows: list[Sequence], outputs: list[Output]) -> None:
-        """Fail the step's requests, free what the step held, and carry on."""
-        log.warning("out of memory in an engine step; failing its %d requests", len(rows))
+    def _fail(self, rows: list[Sequence], error: Callable[[], AutoglmError], outputs: list[Output]) -> None:
+        """Fail these rows' requests (one error each: each is raised in its own stream) and free their rows."""
         with self.lock:
             for row in rows:
                 self.scheduler.finish(row.request_id)
         for row in rows:
-            outputs.append((row.request_id, OutOfMemoryError("the batch ran out of device memory; retry")))
+            outputs.append((row.request_id, error()))
+
+    def _out_of_memory(self, rows: list[Sequence], outputs: list[Output]) -> None:
+        """Fail the step's requests, free what the step held, and carry on."""
+        log.warning("out of memory in an engine step; failing its %d requests", len(rows))
+        self._fail(rows, lambda: OutOfMemoryError("the batch ran out of device memory; retry"), outputs)
         if self.runner.device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -1,7 +1,9 @@
-"""Load the served model and tokenizer: builtin:tiny, a local directory, or a cached Hugging Face id.
+"""Load the served model and tokenizer: a built-in model, a local directory, or a cached Hugging Face id.
 
-Nothing is ever downloaded: a hub id must already be in the local cache, otherwise start-up fails
-with one `ModelLoadError` whose message says how to fetch it.
+A vision model loads with its image processor when its architecture has an input strategy here
+(VISION_ARCHITECTURES: GLM-4.1V); any other vision model is refused at start with a message that names
+the engine that serves it. Nothing is ever downloaded: a hub id must already be in the local cache,
+otherwise start-up fails with one `ModelLoadError` whose message says how to fetch it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,21 @@ class ModelLoadError(StartupError):
     """The model cannot be loaded; the message says why and what to do (no traceback needed)."""
 
 
+# The vision architectures the built-in engine serves (each has an input strategy in inputs.py).
+VISION_ARCHITECTURES = frozenset({"Glm4vForConditionalGeneration"})
+
+
 @dataclass
 class LoadedModel:
-    """A model ready for the runner, its tokenizer, and what GetModelInfo reports."""
+    """A model ready for the runner, its tokenizer, and what GetModelInfo reports.
+
+    `image_processor` is set for a vision model (the model's own, which sizes and normalises images).
+    """
 
     model: Any
     tokenizer: Any
     description: ModelDescription
+    image_processor: Any | None = None
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -135,16 +145,16 @@ def load(settings: EngineSettings) -> LoadedModel:
     dtype = resolve_dtype(settings.dtype, device)
     log.info("loading model %s on %s as %s (--dtype %s)", settings.model, device, dtype_name(dtype), settings.dtype)
     if settings.model in builtin_models.BUILTIN_MODELS:
-        tokenizer = builtin_models.build_tokenizer()
-        model = builtin_models.build_model(tokenizer, settings.model)
-        revision, random_weights = f"seed-{builtin_models.BUILTIN_SEED}", True
+        tokenizer, model, image_processor = builtin_models.build(settings.model)
+        revision, random_weights = f"seed-{builtin_models.seed(settings.model)}", True
     else:
         source, revision = _locate(settings.model, settings.revision)
-        tokenizer, model = _load_pretrained(source, dtype)
+        tokenizer, model, image_processor = _load_pretrained(source, dtype)
         random_weights = False
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
-    return LoadedModel(model, tokenizer, _describe(settings, model, tokenizer, revision, random_weights))
+    description = _describe(settings, model, tokenizer, revision, random_weights)
+    return LoadedModel(model, tokenizer, description, image_processor)
 
 
 def _locate(name: str, revision: str) -> tuple[str, str]:
@@ -168,15 +178,36 @@ def _locate(name: str, revision: str) -> tuple[str, str]:
     return path, Path(path).name
 
 
-def _load_pretrained(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_pretrained(source: str, dtype: torch.dtype) -> tuple[Any, Any, Any | None]:
+    """(tokenizer, model, image processor or None) from a local directory."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype)
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load a causal LM from {source!r}: {exc}") from None
-    return tokenizer, model
+        raise ModelLoadError(f"cannot read the model config in {source!r}: {exc}") from None
+    vision = getattr(config, "vision_config", None) is not None
+    architecture = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    if vision and architecture not in VISION_ARCHITECTURES:
+        raise ModelLoadError(
+            f"{source!r} is a vision model ({architecture}); the built-in engine serves images only for"
+            f" {', '.join(sorted(VISION_ARCHITECTURES))}: serve it with --engine vllm"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        if not vision:
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype)
+            return tokenizer, model, None
+        from transformers import AutoModelForImageTextToText
+
+        image_processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+            source, local_files_only=True
+        )
+        model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        kind = "vision model" if vision else "causal LM"
+        raise ModelLoadError(f"cannot load a {kind} from {source!r}: {exc}") from None
+    return tokenizer, model, image_processor
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:

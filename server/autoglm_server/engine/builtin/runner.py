@@ -6,6 +6,9 @@ position id. New requests are prefilled as a small batch of their own and merged
 cache on the left, concatenate rows); finished rows are dropped by selecting indices, and columns that
 became padding in every row are trimmed.
 
+What a model family needs in prefill (images, 3-D rotary positions) is its InputStrategy's business
+(inputs.py); the batch keeps one scalar next position per row for every family.
+
 Merging and selecting copy the KV cache layer by layer, so they can run out of device memory too.
 A merge that fails part-way is undone (without allocating) and leaves the running batch as it was;
 a select that fails leaves the batch unusable, and the caller drops it (core.py fails its rows).
@@ -19,7 +22,9 @@ from typing import Any
 
 import torch
 
+from autoglm_server.engine.builtin.inputs import InputStrategy, TextInputs
 from autoglm_server.engine.builtin.kvcache import SlotCache, SlotLayer
+from autoglm_server.engine.types import ImageInput
 
 # Called before every forward with "prefill" or "decode", and before each layer's copy in a merge or
 # select with "merge" or "select"; tests raise torch.OutOfMemoryError from it.
@@ -43,10 +48,13 @@ class KVBatch:
 class ModelRunner:
     """Runs prefill and decode steps of a causal LM on a KVBatch."""
 
-    def __init__(self, model: Any, fault_injector: FaultInjector | None = None) -> None:
+    def __init__(
+        self, model: Any, fault_injector: FaultInjector | None = None, inputs: InputStrategy | None = None
+    ) -> None:
         self.model = model
         self.device: torch.device = next(model.parameters()).device
         self.fault_injector = fault_injector
+        self.inputs: InputStrategy = inputs or TextInputs()
 
     def _forward(self, phase: str, **inputs: Any) -> torch.Tensor:
         if self.fault_injector is not None:
@@ -56,23 +64,15 @@ class ModelRunner:
         logits: torch.Tensor = out.logits[:, -1, :]
         return logits
 
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, KVBatch]:
-        """Run the prompts as one left-padded batch; returns last-position logits and their KVBatch."""
-        width = max(len(p) for p in prompts)
-        ids = torch.zeros((len(prompts), width), dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            mask[i, width - len(prompt) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        # Positions count real tokens only, as generate() does for left-padded input.
-        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    def prefill(
+        self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageInput]] = ()
+    ) -> tuple[torch.Tensor, KVBatch]:
+        """Run the prompts (and row i's images[i]) as one left-padded batch; returns last-position
+        logits and their KVBatch."""
+        built = self.inputs.build(prompts, images or [()] * len(prompts), self.device)
         cache = SlotCache()
-        logits = self._forward(
-            "prefill", input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache
-        )
-        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
-        return logits, KVBatch(cache, mask, lengths, ids[:, -1].clone())
+        logits = self._forward("prefill", **built.forward, past_key_values=cache)
+        return logits, KVBatch(cache, built.mask, built.next_positions, built.ids[:, -1].clone())
 
     def decode(self, batch: KVBatch) -> torch.Tensor:
         """Feed each row's newest token; returns the next-token logits [rows, vocab]."""

@@ -10,11 +10,11 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from autoglm_server.engine.vision_chat import GLM_MIN_PIXELS, mm_processor_kwargs
 from autoglm_server.errors import StartupError
 
-# GLM-4.1V's smallest image area (its preprocessor's size.shortest_edge): kept when a user gives
-# only Open-AutoGLM's max_pixels.
-GLM_MIN_PIXELS = 12544
+__all__ = ["GLM_MIN_PIXELS", "mm_processor_kwargs"]  # re-exported: the benchmarks and tests use them from here
+
 DEFAULT_IMAGES_PER_REQUEST = 10
 
 
@@ -38,32 +38,6 @@ class VllmEngineConfig(Protocol):
 def images_per_request(settings: object) -> int:
     """--limit-images-per-request (serving/images/settings.py), 10 where the setting is absent."""
     return int(getattr(settings, "limit_images_per_request", DEFAULT_IMAGES_PER_REQUEST))
-
-
-def mm_processor_kwargs(raw: str) -> dict[str, Any]:
-    """Parse --mm-processor-kwargs, turning Open-AutoGLM's pixel bounds into the form that works.
-
-    transformers' GLM-4.1V image processor ignores `max_pixels`/`min_pixels` (it reads
-    `size.longest_edge`/`size.shortest_edge`, both in pixels of area); vLLM then sizes its encoder
-    cache from the ignored value and refuses large screenshots. Translating keeps the user's intent.
-    """
-    if not raw.strip():
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise StartupError(f"--mm-processor-kwargs is not JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise StartupError("--mm-processor-kwargs must be a JSON object")
-    kwargs: dict[str, Any] = dict(parsed)
-    max_pixels = kwargs.pop("max_pixels", None)
-    min_pixels = kwargs.pop("min_pixels", None)
-    if max_pixels is not None or min_pixels is not None:
-        size = dict(kwargs.get("size") or {})
-        size["longest_edge"] = int(max_pixels) if max_pixels is not None else size.get("longest_edge")
-        size["shortest_edge"] = int(min_pixels) if min_pixels is not None else size.get("shortest_edge", GLM_MIN_PIXELS)
-        kwargs["size"] = {key: value for key, value in size.items() if value is not None}
-    return kwargs
 
 
 def parse_vllm_args(items: Sequence[str]) -> dict[str, Any]:

@@ -189,20 +189,23 @@ class VllmEngine:
         template: str | None = None
         if self._settings.chat_template:
             template = read_template_file(self._settings.chat_template)
-        elif self._model_dir is not None and self._model_dir.builtin:
-            template = BUILTIN_CHAT_TEMPLATE
+        elif self._model_dir is not None and self._model_dir.builtin and not multimodal:
+            template = BUILTIN_CHAT_TEMPLATE  # builtin:glm4v-tiny carries GLM's own in its tokenizer
         if not multimodal:
             return ChatRenderer(tokenizer, template)
         from transformers import AutoProcessor
 
-        from autoglm_server.engine.vllm.chat import VisionChatRenderer
+        from autoglm_server.engine.vision_chat import VisionChatRenderer
 
         assert self._model_dir is not None
         processor = AutoProcessor.from_pretrained(  # type: ignore[no-untyped-call]
             self._model_dir.path, revision=self._settings.revision or None
         )
         kwargs = vllm_args.mm_processor_kwargs(self._settings.mm_processor_kwargs)
-        return VisionChatRenderer(tokenizer, processor, template, images, kwargs)
+        template = template or getattr(processor, "chat_template", None)
+        image_processor = getattr(processor, "image_processor", None)
+        image_token = getattr(processor, "image_token", None)
+        return VisionChatRenderer(tokenizer, image_processor, image_token, template, images, kwargs)
 
     async def _warm_up(self) -> None:
         """One short greedy request through the whole path, so the first client pays no lazy set-up."""

@@ -85,9 +85,7 @@ class ModelDir:
             return cls(model)
         started = time.monotonic()
         directory = Path(tempfile.mkdtemp(prefix="autoglm-vllm-builtin-"))
-        tokenizer = builtin_models.build_tokenizer()
-        builtin_models.build_model(tokenizer, model).save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
+        builtin_models.save(model, directory)
         log.info("saved %s for vLLM in %.1f s", model, time.monotonic() - started)
         return cls(str(directory), builtin=True)
 

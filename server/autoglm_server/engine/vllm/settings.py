@@ -31,7 +31,7 @@ class VllmSettings(BaseModel):
     )
     mm_processor_kwargs: str = Field(
         "",
-        description="vllm: JSON object for the model's multimodal processor; Open-AutoGLM's"
+        description="JSON object for the vision model's image processor (both engines); Open-AutoGLM's"
         ' {"max_pixels": N} is accepted and passed as {"size": {"shortest_edge": 12544, "longest_edge": N}}',
     )
     vllm_arg: list[str] = Field(

@@ -118,6 +118,8 @@ class OpenAIFrontend:
             "owned_by": "autoglm-serve",
             "root": model.model_id,
             "max_model_len": model.max_context_length,
+            # What the model takes: a phone agent needs "image" (vLLM's server says nothing of this).
+            "input_modalities": ["text", "image"] if model.supports_images else ["text"],
         }
         call.finish(200, grpc.StatusCode.OK)
         return JSONResponse({"object": "list", "data": [card]})
@@ -187,11 +189,14 @@ class OpenAIFrontend:
         self, generation: Generation, envelope: Envelope, call: HttpCall, *, include_usage: bool
     ) -> AsyncIterator[bytes]:
         code = grpc.StatusCode.OK
+        first = True
         try:
-            if envelope.chat:  # the role comes first, at once, as OpenAI's stream does
-                yield sse(envelope.chunk(GenerationDelta(), first=True))
+            # The role rides on the first token's chunk, as vLLM's server sends it: a client that takes
+            # the first chunk with content (Open-AutoGLM's time to first token) then times the model,
+            # not an empty chunk sent before prefill.
             async for delta in generation:
-                yield sse(envelope.chunk(delta, first=False))
+                yield sse(envelope.chunk(delta, first=first))
+                first = False
                 if delta.finished and include_usage:
                     yield sse(envelope.usage_chunk(delta.usage))
             yield SSE_DONE

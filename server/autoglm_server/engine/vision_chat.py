@@ -1,44 +1,74 @@
-"""Chat rendering for a vision model served by vLLM: the template's text plus the images' token count.
+"""Chat rendering for a vision model (both engines): the template's text plus the images' token count.
 
 The text keeps one image placeholder per image; vLLM's multimodal processor expands each into the
-tokens of that image's patches. Admission needs the expanded length up front, so the token ids here
-have each placeholder repeated as many times as the model's image processor will make patches
-(grid t x h x w over merge_size squared, the Qwen2-VL/GLM-4.1V family's rule). For a processor that
-reports no grid, the single placeholder stays: an underestimate, and vLLM still refuses what does not
-fit its context.
+tokens of that image's patches, and the built-in engine feeds the token ids as they are here. Admission
+needs the expanded length up front, so the token ids here have each placeholder repeated as many
+times as the model's image processor will make patches (grid t x h x w over merge_size squared, the
+Qwen2-VL/GLM-4.1V family's rule, as Glm4vProcessor expands it). For a processor that reports no grid,
+the single placeholder stays: an underestimate, and vLLM still refuses what does not fit its context.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from autoglm_server.engine.types import ChatMessage, ImageInput, ImagePart, RenderedPrompt
-from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError
+from autoglm_server.errors import InvalidRequestError, PayloadTooLargeError, StartupError
+
+# GLM-4.1V's smallest image area (its preprocessor's size.shortest_edge): kept when a user gives
+# only Open-AutoGLM's max_pixels.
+GLM_MIN_PIXELS = 12544
+
+
+def mm_processor_kwargs(raw: str) -> dict[str, Any]:
+    """Parse --mm-processor-kwargs, turning Open-AutoGLM's pixel bounds into the form that works.
+
+    transformers' GLM-4.1V image processor ignores `max_pixels`/`min_pixels` (it reads
+    `size.longest_edge`/`size.shortest_edge`, both in pixels of area); vLLM then sizes its encoder
+    cache from the ignored value and refuses large screenshots. Translating keeps the user's intent.
+    """
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StartupError(f"--mm-processor-kwargs is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise StartupError("--mm-processor-kwargs must be a JSON object")
+    kwargs: dict[str, Any] = dict(parsed)
+    max_pixels = kwargs.pop("max_pixels", None)
+    min_pixels = kwargs.pop("min_pixels", None)
+    if max_pixels is not None or min_pixels is not None:
+        size = dict(kwargs.get("size") or {})
+        size["longest_edge"] = int(max_pixels) if max_pixels is not None else size.get("longest_edge")
+        size["shortest_edge"] = int(min_pixels) if min_pixels is not None else size.get("shortest_edge", GLM_MIN_PIXELS)
+        kwargs["size"] = {key: value for key, value in size.items() if value is not None}
+    return kwargs
 
 
 class VisionChatRenderer:
+    """Renders conversations with images: `image_token` is the placeholder the template writes."""
+
     def __init__(
         self,
         tokenizer: Any,
-        processor: Any,
+        image_processor: Any,
+        image_token: str | None,
         template: str | None,
         max_images: int,
         mm_kwargs: dict[str, Any],
     ) -> None:
         self._tokenizer = tokenizer
-        self._processor = processor
-        self._template = (
-            template or getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
-        )
+        self._image_processor = image_processor
+        self._template = template or getattr(tokenizer, "chat_template", None)
         self._max_images = max_images
         self._mm_kwargs = mm_kwargs
-        image_token = getattr(processor, "image_token", None)
         self._image_token_id: int | None = (
             int(tokenizer.convert_tokens_to_ids(image_token)) if isinstance(image_token, str) else None
         )
-        image_processor = getattr(processor, "image_processor", None)
         self._merge = int(getattr(image_processor, "merge_size", 1) or 1)
 
     @property
@@ -68,7 +98,16 @@ class VisionChatRenderer:
         return RenderedPrompt(token_ids=tuple(self._expand(ids, images)), text=str(text), images=images)
 
     def _expand(self, ids: list[int], images: tuple[ImageInput, ...]) -> list[int]:
-        if self._image_token_id is None or not images:
+        if self._image_token_id is None:
+            return ids
+        placeholders = ids.count(self._image_token_id)
+        if placeholders != len(images):
+            # The text itself named the placeholder (or the template dropped an image): the engine
+            # would pair features with the wrong tokens.
+            raise InvalidRequestError(
+                "messages", f"the rendered prompt holds {placeholders} image placeholders for {len(images)} images"
+            )
+        if not images:
             return ids
         counts = iter([self.image_tokens(image) for image in images])
         expanded: list[int] = []
@@ -81,10 +120,12 @@ class VisionChatRenderer:
 
     def image_tokens(self, image: ImageInput) -> int:
         """Tokens the model will see for one image, from its image processor's patch grid."""
-        image_processor = getattr(self._processor, "image_processor", None)
-        if image_processor is None:
+        if self._image_processor is None:
             return 1
-        features = image_processor(images=[image.image], return_tensors="np", **self._mm_kwargs)
+        try:
+            features = self._image_processor(images=[image.image], return_tensors="np", **self._mm_kwargs)
+        except ValueError as error:  # e.g. GLM-4.1V's aspect-ratio limit of 200
+            raise InvalidRequestError("messages", f"the model's image processor refused an image: {error}") from None
         grid = features.get("image_grid_thw")
         if grid is None:
             return 1

@@ -1,0 +1,121 @@
+"""What a model family's prefill forward takes: token ids alone, or token ids with images and 3-D positions.
+
+The runner is the same for every family; what differs is how one prefill batch becomes the model's
+inputs and where each row's positions stand afterwards. Decode is the same for all: each row feeds
+its newest token at one scalar position. For GLM-4.1V that works because every text token after the
+prompt has the same position on its three rotary axes (time, height, width): the prompt's largest
+position plus one, plus one per generated token. So a row's rope delta (GLM's `get_rope_index`:
+positions used minus tokens) is carried in its next position, and the KV batch stays model-agnostic.
+
+- `TextInputs`: a causal LM; positions count each row's real tokens.
+- `Glm4vInputs`: Glm4vForConditionalGeneration; the images of the batch (in row order) through the
+  model's image processor, the vision tower inside the same forward, positions from the model's own
+  `get_rope_index` over the left-padded batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from autoglm_server.engine.types import ImageInput
+from autoglm_server.errors import InvalidRequestError
+
+
+@dataclass
+class PrefillInputs:
+    """One prefill batch as the model takes it, and where each row goes on from."""
+
+    ids: torch.Tensor  # [rows, width] left-padded
+    mask: torch.Tensor  # [rows, width] 0 on padding
+    forward: dict[str, Any]  # keyword arguments of the forward (ids and mask included)
+    next_positions: torch.Tensor  # [rows] the position id of each row's first generated token
+
+
+class InputStrategy(Protocol):
+    """Builds a prefill batch's model inputs; `images[i]` are row i's images in prompt order."""
+
+    def build(
+        self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageInput]], device: torch.device
+    ) -> PrefillInputs: ...
+
+
+def left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros((len(prompts), width), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[i, width - len(prompt) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+class TextInputs:
+    """A causal LM's prompt: positions count real tokens only, as generate() does for left-padded input."""
+
+    def build(
+        self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageInput]], device: torch.device
+    ) -> PrefillInputs:
+        ids, mask = left_pad(prompts, device)
+        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
+        forward = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids}
+        return PrefillInputs(ids, mask, forward, lengths)
+
+
+class Glm4vInputs:
+    """GLM-4.1V: pixels and grids from the model's image processor, 3-D positions from get_rope_index."""
+
+    def __init__(self, model: Any, image_processor: Any, processor_kwargs: dict[str, Any]) -> None:
+        self._model = model
+        self._image_processor = image_processor
+        self._kwargs = processor_kwargs
+        self._image_token_id = int(model.config.image_token_id)
+        self._merge = int(model.config.vision_config.spatial_merge_size)
+        self._text = TextInputs()
+
+    def build(
+        self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageInput]], device: torch.device
+    ) -> PrefillInputs:
+        flat = [image.image for row in images for image in row]
+        if not flat:  # text only: GLM's three axes agree, and the text model spreads 2-D positions on them
+            return self._text.build(prompts, images, device)
+        ids, mask = left_pad(prompts, device)
+        features = self._image_processor(images=flat, return_tensors="pt", **self._kwargs)
+        grid = features["image_grid_thw"].to(device)
+        self._check_placeholders(ids, images, grid)
+        types = ((ids == self._image_token_id) & (mask == 1)).int()
+        with torch.inference_mode():
+            positions, deltas = self._model.model.get_rope_index(
+                ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=mask
+            )
+        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
+        forward = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": positions,
+            "pixel_values": features["pixel_values"].to(device=device, dtype=self._model.dtype),
+            "image_grid_thw": grid,
+        }
+        return PrefillInputs(ids, mask, forward, lengths + deltas.view(-1).to(device))
+
+    def _check_placeholders(
+        self, ids: torch.Tensor, images: Sequence[Sequence[ImageInput]], grid: torch.Tensor
+    ) -> None:
+        """Each row must hold exactly its images' visual tokens; anything else would fail the whole batch
+        inside the model (a token-id prompt can name the image token with no image behind it)."""
+        per_image = (grid.prod(-1) // (self._merge * self._merge)).tolist()
+        found = (ids == self._image_token_id).sum(-1).tolist()
+        start = 0
+        for row, row_images in enumerate(images):
+            expected = sum(per_image[start : start + len(row_images)])
+            start += len(row_images)
+            if found[row] != expected:
+                raise InvalidRequestError(
+                    "prompt",
+                    f"the prompt holds {found[row]} image placeholder tokens where its {len(row_images)} images"
+                    f" make {expected}",
+                )
