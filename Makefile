@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint typecheck protos buflint bench clean
+.PHONY: install serve test lint typecheck protos buflint bench clean image image-vllm lock-images
 
 $(STAMP): pyproject.toml client/pyproject.toml .ci/install-tools.sh
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,21 @@ test: lint typecheck buflint
 # Regenerate client/autoglm_client/v1 from protos/ (tests/unit/test_generated_code.py checks it is fresh).
 protos: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py
+
+# The images (see the Dockerfile's header): docker where present, else buildah; size and build time printed.
+# IMAGE_BUILD_ARGS, PIP_CONF and PIP_CA pass package sources (scripts/build-image.sh).
+IMAGE ?= autoglm-server:0.1.0
+IMAGE_VLLM ?= autoglm-server:0.1.0-vllm
+
+image:
+	bash scripts/build-image.sh runtime $(IMAGE)
+
+image-vllm:
+	bash scripts/build-image.sh vllm $(IMAGE_VLLM)
+
+# Regenerate requirements/image-*.lock (pip-compile --generate-hashes; see the script for package sources).
+lock-images:
+	bash scripts/lock-images.sh
 
 bench: $(STAMP)
 	$(BIN)/autoglm-server bench --model builtin:tiny --output-dir docs/bench/builtin-tiny
