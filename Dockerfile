@@ -4,6 +4,8 @@
 #
 #   CPU, built-in engine (default target `runtime`; `make image`):
 #       docker build -t autoglm-server:0.1.0 .
+#   The same on CUDA (torch 2.13.0 for CUDA 13 from PyPI; NVIDIA driver >= 580):
+#       docker build --build-arg TORCH_VARIANT=cuda -t autoglm-server:0.1.0-cuda .
 #   vLLM (`make image-vllm`):
 #       docker build --target vllm -t autoglm-server:0.1.0-vllm .
 #   Without Docker: the same with `buildah bud --format docker --layers` (the Makefile picks the tool).
@@ -11,14 +13,16 @@
 # CUDA driver floor. The vLLM image runs the torch build that vLLM 0.32 pins from PyPI, torch 2.13.0 for
 # CUDA 13.0 (requirements/image-vllm.lock: nvidia-*-cu13 runtime wheels): NVIDIA driver >= 580 on the node
 # (the NVIDIA container toolkit mounts the driver; the CUDA runtime libraries are in the wheels). The
-# default target is CPU only (torch 2.13.0+cpu) and needs no driver.
+# default target is CPU only (torch 2.13.0+cpu) and needs no driver; its TORCH_VARIANT=cuda build has the
+# same floor (PyPI's torch 2.13.0, CUDA 13.0).
 #
 # Package sources (build arguments; all optional, every pip step honours them):
 #   PIP_INDEX_URL        the main index (default: pip's, PyPI), e.g. a corporate mirror
 #   PIP_EXTRA_INDEX_URL  further indexes, searched as well
 #   PIP_FIND_LINKS       a directory or URL of wheels (e.g. one mounted with `buildah bud -v DIR:DIR:ro`)
 #   PIP_TRUSTED_HOST     hosts allowed over plain http
-#   TORCH_INDEX_URL      where torch's +cpu wheel is found, an extra index for the CPU target
+#   TORCH_VARIANT        cpu (default) or cuda: which lock the default target installs
+#   TORCH_INDEX_URL      where torch's +cpu wheel is found, an extra index for TORCH_VARIANT=cpu
 #                        (default https://download.pytorch.org/whl/cpu; empty when the main index has it)
 # Credentials never go in build arguments (they stay in the build stage's history): put them in a pip
 # config file passed as a secret, and a private CA bundle likewise:
@@ -26,9 +30,10 @@
 #   --secret id=pip-ca,src=/etc/ssl/certs/corp-ca.pem     (PIP_CERT for every pip step)
 # Hash checking (--require-hashes) means a mirror can serve packages but never change them.
 #
-# A plain `docker run IMAGE` starts `serve` with authentication on and no Vault address: it prints
-# "cannot start: no Vault address: set --vault-addr or VAULT_ADDR" and exits 1 within seconds (README,
-# "Run the image"; tests/container check it). A local trial: `-e AUTOGLM_AUTH=disabled`.
+# A plain `docker run IMAGE` starts `serve` with authentication on and no Vault address: it logs "cannot
+# start: authentication is on but cannot be set up: no Vault address ..." and exits 1 within seconds
+# (README, "The image"; tests/container/test_image.py checks exactly that). Production runs name a key
+# source (VAULT_ADDR and a Vault login); a local trial without keys: `-e AUTOGLM_AUTH=disabled`.
 #
 # BASE_IMAGE swaps the base for a mirror or a pinned digest; it must be Debian-based with python3.11 and
 # its venv module (the CI machine, which reaches no registry, uses a debootstrap stand-in: .ci/base-image.sh).
@@ -58,27 +63,33 @@ COPY server/ server/
 COPY client/ client/
 RUN /opt/pip/bin/python -m pip wheel --quiet --no-deps --no-build-isolation --no-index --wheel-dir /wheels . ./client
 
-# CPU torch and the built-in engine. The locked packages go in before the project's wheels, so a source
-# change rebuilds only the last, small layer.
+# torch and the built-in engine: TORCH_VARIANT=cpu (default, requirements/image-cpu.lock: torch 2.13.0+cpu)
+# or cuda (requirements/image-cuda.lock: PyPI's torch 2.13.0 for CUDA 13, driver >= 580). The locked packages
+# go in before the project's wheels, so a source change rebuilds only the last, small layer.
 FROM pip AS build
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG PIP_TRUSTED_HOST
+ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-COPY requirements/image-cpu.lock /tmp/
-# pip runs from /opt/pip against the target (--python), so the target venv never holds pip.
+COPY requirements/image-${TORCH_VARIANT}.lock /tmp/image.lock
+# pip runs from /opt/pip against the target (--python), so the target venv never holds pip. The CPU index
+# only for the CPU variant: `torch==2.13.0` would match its 2.13.0+cpu too (PEP 440 local versions).
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
     . /usr/local/lib/autoglm/pip-env.sh \
     && python -m venv --without-pip /opt/autoglm \
+    && if [ "$TORCH_VARIANT" = cpu ] && [ -n "$TORCH_INDEX_URL" ]; then set -- --extra-index-url "$TORCH_INDEX_URL"; \
+       else set --; fi \
     && /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python install --quiet --require-hashes --no-deps \
-        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /tmp/image-cpu.lock
+        "$@" -r /tmp/image.lock
 COPY --from=wheels /wheels /wheels
 # `pip check` may report only the one gap the lock leaves on purpose (setuptools, see scripts/lock-images.sh).
 RUN set -- /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python \
     && "$@" install --quiet --no-deps --no-index /wheels/*.whl \
-    && { "$@" check || true; } | grep -v -e '^No broken requirements' \
-        -e '^torch .* requires setuptools, which is not installed' | { ! grep .; }
+    && { "$@" check > /tmp/pip-check.txt || true; } \
+    && ! grep -v -e '^No broken requirements' -e '^torch .* requires setuptools, which is not installed' \
+        /tmp/pip-check.txt
 
 # The vLLM engine: vLLM and the CUDA torch it pins, from PyPI (or the indexes above).
 FROM pip AS build-vllm

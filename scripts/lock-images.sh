@@ -3,11 +3,12 @@
 # target installs:
 #   requirements/image-tools.lock  the build stage's own pip and wheel backend (hatchling); never shipped
 #   requirements/image-cpu.lock    the default image: CPU torch + the built-in engine
+#   requirements/image-cuda.lock   the default image's CUDA variant (TORCH_VARIANT=cuda): PyPI's torch, CUDA 13
 #   requirements/image-vllm.lock   the vLLM image: vLLM from PyPI and the CUDA torch it pins
 # The inputs (requirements/image-*.in) are written here from pyproject.toml and client/pyproject.toml (the
 # project's own two packages are built from source in the image, so the locks leave them out).
 #
-#   scripts/lock-images.sh [tools|cpu|vllm ...]   # on the internet: PyPI + the PyTorch CPU index; all three
+#   scripts/lock-images.sh [tools|cpu|cuda|vllm ...]   # on the internet: PyPI + the PyTorch CPU index; all
 #   LOCK_FIND_LINKS=/opt/wheels LOCK_TORCH_CPU_INDEX= scripts/lock-images.sh      # this CI machine
 # The vLLM lock takes minutes (about 12 here): pip backtracks through vLLM's ~200 dependencies.
 #
@@ -49,6 +50,7 @@ inputs = {
     "image-tools": ["pip", *build],
     # The CPU build of torch: its +cpu local version is what keeps a multi-GB CUDA build out of the image.
     "image-cpu": [f"torch=={torch_version}+cpu", *base],
+    "image-cuda": [f"torch=={torch_version}", *base],
     "image-vllm": [*base, *server["optional-dependencies"]["vllm"]],
 }
 for name, lines in inputs.items():
@@ -69,15 +71,16 @@ cpu_sources=()
 [[ -n $FIND_LINKS ]] && cpu_sources+=(--find-links "$FIND_LINKS")
 # --allow-unsafe: pip and setuptools are locked where they are wanted: pip in the build stage, setuptools in the
 # vLLM image (vLLM and Triton build kernels at run time). The CPU image leaves setuptools out: torch declares
-# it for torch.utils.cpp_extension, which the built-in engine never uses (the Dockerfile's `pip check` allows
+# it for torch.utils.cpp_extension, which the built-in engine never uses; the CUDA variant likewise (the Dockerfile's `pip check` allows
 # exactly that one gap).
 targets=("$@")
-[[ ${#targets[@]} == 0 ]] && targets=(tools cpu vllm)
+[[ ${#targets[@]} == 0 ]] && targets=(tools cpu cuda vllm)
 for target in "${targets[@]}"; do
   case $target in
     tools) compile image-tools --allow-unsafe ;;
     cpu) compile image-cpu "${cpu_sources[@]}" ;;
+    cuda) compile image-cuda ;;
     vllm) compile image-vllm --allow-unsafe ;;
-    *) echo "lock-images: unknown target $target (tools, cpu, vllm)" >&2; exit 2 ;;
+    *) echo "lock-images: unknown target $target (tools, cpu, cuda, vllm)" >&2; exit 2 ;;
   esac
 done

@@ -96,7 +96,8 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(args), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        output = result.stdout[-3000:] + result.stderr[-3000:]
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{output}")
     return result
 
 
@@ -118,8 +119,12 @@ def wait_until(ready: object, container: str, env: Mapping[str, str], timeout_s:
         if ready():
             return
         if state(container, env) not in {"running", "created", "configured", "initialized"}:
-            logs = run(["podman", "logs", container], env, check=False)
-            raise AssertionError(f"container {container} stopped before ready:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+            raise AssertionError(f"container {container} stopped before ready:\n{logs(container, env)}")
         time.sleep(0.5)
-    logs = run(["podman", "logs", container], env, check=False)
-    raise AssertionError(f"container {container} not ready within {timeout_s:.0f} s:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+    raise AssertionError(f"container {container} not ready within {timeout_s:.0f} s:\n{logs(container, env)}")
+
+
+def logs(container: str, env: Mapping[str, str]) -> str:
+    """The container's output (the daemon logs on stderr), its last 3000 characters."""
+    result = run(["podman", "logs", container], env, check=False)
+    return (result.stdout + result.stderr)[-3000:]
