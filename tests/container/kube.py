@@ -3,14 +3,15 @@
 podman reads the pod spec (image, args, env, ports, securityContext, volumes) but runs none of the
 Deployment's probes the way a kubelet does (gRPC probes not at all), so `wait_ready` runs them from the
 spec: the startup probe, then the readiness probe, each against the host port podman published for the
-port the probe names. If the image's own HEALTHCHECK passes while the manifest's probes fail, the
-manifest and the image disagree (a port, a path), and that is reported at once instead of a rollout
-that never becomes ready.
+port the probe names. If the image's own HEALTHCHECK command (run with `podman exec`: kube play does not
+keep it) passes while the manifest's probes fail, the manifest and the image disagree (a port, a path),
+and that is reported at once instead of a rollout that never becomes ready.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import time
 from collections.abc import Mapping
@@ -112,7 +113,12 @@ class Pod:
         assert self.container_id, played.stdout
 
     def image_healthy(self) -> bool:
-        return run(["podman", "healthcheck", "run", self.container_id], self.env, check=False).returncode == 0
+        """The image's own HEALTHCHECK command, run in the container (kube play does not carry it over)."""
+        image = workload(self.deployment)["image"]
+        raw = run(["podman", "image", "inspect", "--format", "{{json .Config.Healthcheck}}", image], self.env).stdout
+        test = json.loads(raw)["Test"]
+        assert test[0] == "CMD", test
+        return run(["podman", "exec", self.container_id, *test[1:]], self.env, check=False).returncode == 0
 
     def wait_ready(self, timeout_s: float) -> None:
         """The kubelet's part: the startup probe, then readiness; fail fast on a mismatch or an exit."""
