@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 BUF := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint typecheck protos buflint bench clean lock upgrade
+.PHONY: install serve test lint typecheck protos buflint bench clean lock upgrade image image-vllm lock-images
 
 # .venv holds exactly requirements/dev.lock (versions and hashes), then the two packages from this
 # checkout; it is made anew whenever the lock or a pyproject changes.
@@ -62,6 +62,21 @@ upgrade:
 	$(BIN)/python scripts/generate_protos.py
 	$(MAKE) test
 	git diff --stat -- requirements client/autoglm_client/v1
+
+# The images (see the Dockerfile's header): docker where present, else buildah; size and build time printed.
+# IMAGE_BUILD_ARGS, PIP_CONF and PIP_CA pass package sources (scripts/build-image.sh).
+IMAGE ?= autoglm-server:0.1.0
+IMAGE_VLLM ?= autoglm-server:0.1.0-vllm
+
+image:
+	bash scripts/build-image.sh runtime $(IMAGE)
+
+image-vllm:
+	bash scripts/build-image.sh vllm $(IMAGE_VLLM)
+
+# Regenerate requirements/image-*.lock (pip-compile --generate-hashes; see the script for package sources).
+lock-images:
+	bash scripts/lock-images.sh
 
 bench: $(STAMP)
 	$(BIN)/autoglm-server bench --model builtin:tiny --output-dir docs/bench/builtin-tiny

@@ -13,3 +13,7 @@ fi
 if [ -f .ci/prometheus.sh ]; then
     bash .ci/prometheus.sh
 fi
+# buildah, podman, runc, debootstrap, catatonit (Debian's) for tests/container.
+if [ -f .ci/container-tools.sh ]; then
+    bash .ci/container-tools.sh
+fi

@@ -105,6 +105,7 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
         assert stages[name][-1].startswith("USER 10001"), name
         assert any(ln.startswith("COPY --from=build") for ln in stages[name]), name
     assert not any("gcc" in ln or "build-essential" in ln for ln in stages["runtime"] + stages["runtime-base"])
-    # The vLLM image installs the server with its vllm extra, the CPU one pins the CPU torch index.
-    assert any("[vllm]" in ln for ln in stages["build-vllm"])
-    assert any("TORCH_INDEX" in ln for ln in stages["build"])
+    # Each build installs its own lock (hashes required): vLLM's, and the CPU (or CUDA) torch one.
+    assert any("requirements/image-vllm.lock" in ln for ln in stages["build-vllm"])
+    assert any("requirements/image-${TORCH_VARIANT}.lock" in ln for ln in stages["build"])
+    assert all("--require-hashes" in "".join(stages[name]) for name in ("pip", "build", "build-vllm"))

@@ -62,3 +62,11 @@ def test_settings_map_onto_engine_args() -> None:
     assert built["mm_processor_kwargs"] == {"size": {"shortest_edge": 12544, "longest_edge": 5000000}}
     assert built["scheduling_policy"] == "priority"
     assert args.engine_arg_dict(settings("m", max_model_len=1000, max_context_length=4096))["max_model_len"] == 1000
+
+
+def test_device_cuda_without_a_gpu_names_the_missing_gpu() -> None:
+    with pytest.raises(StartupError, match=r"--device cuda, but vLLM finds no GPU \(platform: none\)"):
+        args.check_device("cuda", platform_is_gpu=False, platform_name="")
+    args.check_device("cuda", platform_is_gpu=True, platform_name="cuda")
+    args.check_device("cpu", platform_is_gpu=False, platform_name="cpu")
+    args.check_device("auto", platform_is_gpu=False, platform_name="cpu")

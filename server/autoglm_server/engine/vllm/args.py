@@ -62,6 +62,20 @@ def check_known(keys: Iterable[str], known: Iterable[str]) -> None:
         raise StartupError(f"--vllm-arg: vLLM's engine arguments have no {', '.join(unknown)}")
 
 
+def check_device(device: str, platform_is_gpu: bool, platform_name: str) -> None:
+    """`--device cuda` where vLLM finds no GPU: one clear line before vLLM fails in its own words.
+
+    The vLLM image sets AUTOGLM_DEVICE=cuda; started on a node without a GPU (or without the NVIDIA
+    container toolkit) vLLM would otherwise stop later with a message about device inference.
+    """
+    if device == "cuda" and not platform_is_gpu:
+        raise StartupError(
+            f"--device cuda, but vLLM finds no GPU (platform: {platform_name or 'none'}): run on a node with an "
+            "NVIDIA GPU and driver >= 580 made visible to the container (NVIDIA container toolkit), or use "
+            "--device cpu with a CPU build of vLLM"
+        )
+
+
 def engine_arg_dict(settings: VllmEngineConfig, model_path: str | None = None) -> dict[str, Any]:
     """AsyncEngineArgs keyword arguments for these settings (--vllm-arg entries win).
 

@@ -97,7 +97,12 @@ class VllmEngine:
         return processes.named(self._children, prefix)
 
     async def start(self) -> None:
+        from vllm.platforms import current_platform
+
         self.loop = asyncio.get_running_loop()
+        vllm_args.check_device(
+            getattr(self._settings, "device", "auto"), current_platform.is_cuda_alike(), current_platform.device_type
+        )
         self._model_dir = await asyncio.to_thread(processes.ModelDir.for_model, self._settings.model)
         engine_args = self._engine_args(self._model_dir.path)
         # Before vLLM spawns anything: refuse with a clear message instead of its workers' late failure.
