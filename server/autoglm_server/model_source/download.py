@@ -142,7 +142,8 @@ class Downloader:
         start = index * self._plan.chunk_bytes
         end = min(state.remote.size, start + self._plan.chunk_bytes) - 1
         if end >= start:
-            _with_retries(functools.partial(self._get_range, state, start, end), self._plan.retries, self._stop, state.expected.where)
+            fetch = functools.partial(self._get_range, state, start, end)
+            _with_retries(fetch, self._plan.retries, self._stop, state.expected.where)
         with self._lock:
             state.done.add(index)
             complete = len(state.done) == state.chunks

@@ -52,7 +52,7 @@ def parse_s3_uri(model: str) -> S3Uri:
         raise InvalidModelUri("an s3:// URI names a bucket only: credentials and ports go in the settings")
     if not _BUCKET.match(bucket):
         raise InvalidModelUri(f"{bucket!r} is not a valid bucket name in {model!r}")
-    prefix = prefix.strip("/")
+    prefix = prefix.removesuffix("/")  # s3://b/v1/ is s3://b/v1; a leading "/" is refused below
     if prefix:
         check_relative(prefix, what="prefix")
     return S3Uri(bucket, prefix)
