@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from autoglm_server.model_source.cli import model_main
-from autoglm_server.model_source.errors import IntegrityError
+from autoglm_server.model_source.errors import CredentialsError, IntegrityError
 from autoglm_server.model_source.manifest import MANIFEST_NAME
 from autoglm_server.model_source.resolve import ResolvedModel, resolve_model
 from autoglm_server.model_source.settings import ModelSourceSettings
@@ -100,3 +100,26 @@ def test_two_fetches_at_once_download_once(
     assert sorted(r.cache_hit for r in results) == [False, True]
     assert results[0].path == results[1].path
     assert sum(r.fetched_bytes for r in results) == results[0].total_bytes
+
+
+def test_keys_from_a_vault_kv_secret(
+    monkeypatch: pytest.MonkeyPatch, seaweedfs: SeaweedFS, release: str, tmp_path: Path
+) -> None:
+    """--s3-vault-kv-path: the keys come from Vault KV v2 (real OpenBao), the AWS variables are unset."""
+    from autoglm_server.auth.settings import VaultSettings
+    from tests.helpers.openbao import running_openbao
+
+    set_s3_env(monkeypatch, seaweedfs, READER)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with running_openbao() as bao:
+        import hvac
+
+        hvac.Client(url=bao.addr, token=bao.root_token).secrets.kv.v2.create_or_update_secret(
+            path="autoglm/s3", secret={"access_key_id": READER[0], "secret_access_key": READER[1]}, mount_point="secret"
+        )
+        vault = VaultSettings(vault_addr=bao.addr, vault_token=bao.root_token)
+        resolved = resolve_model(release, settings(tmp_path, s3_vault_kv_path="secret/autoglm/s3"), vault)
+        assert (Path(resolved.path) / "config.json").exists()
+        with pytest.raises(CredentialsError, match="Vault has no secret at secret/autoglm/none-here"):
+            resolve_model(release, settings(tmp_path, s3_vault_kv_path="secret/autoglm/none-here"), vault)

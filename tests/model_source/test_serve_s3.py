@@ -36,9 +36,7 @@ def _answer_both_front_doors(target: str, http_url: str, model: str) -> None:
     assert response.json()["usage"]["completion_tokens"] == 3
 
 
-def test_serve_from_s3_then_restart_from_the_verified_cache(
-    seaweedfs: SeaweedFS, release: str, tmp_path: Path
-) -> None:
+def test_serve_from_s3_then_restart_from_the_verified_cache(seaweedfs: SeaweedFS, release: str, tmp_path: Path) -> None:
     args = ("--auth", "disabled", "--model", release, "--served-model-name", "tiny")
     with running_daemon(*args, env=_env(seaweedfs, READER, tmp_path)) as cold:
         _answer_both_front_doors(cold.target, cold.http_url, "tiny")
@@ -52,7 +50,8 @@ def test_serve_from_s3_then_restart_from_the_verified_cache(
         assert "verified cache hit" in warm.log()
         assert scrape(warm.admin_url).value("autoglm_model_cache_hit") == 1
         assert scrape(warm.admin_url).value("autoglm_model_fetched_bytes") == 0
-        assert READER[1] not in warm.log() and LISTER[1] not in warm.log()
+        assert READER[1] not in warm.log()
+        assert LISTER[1] not in warm.log()
 
 
 def test_serve_exits_with_the_faults_code(seaweedfs: SeaweedFS, release: str, tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ def read_vault_credentials(vault: VaultSettings, path: str) -> StaticCredentials
         answer = VaultSession(vault).call(read)
     except VaultError as exc:
         raise CredentialsError(f"cannot read S3 credentials from Vault {path}: {exc}") from None
+    except hvac_exc.InvalidPath:
+        raise CredentialsError(f"Vault has no secret at {path} (KV v2 mount {mount!r}, path {secret_path!r})") from None
     except hvac_exc.VaultError as exc:
         raise CredentialsError(f"Vault refused the S3 credentials at {path}: {vault_message(exc)}") from None
     data = answer.get("data", {}).get("data", {}) if isinstance(answer, dict) else {}
