@@ -31,11 +31,11 @@ from autoglm_server.model_source.errors import (
 )
 from autoglm_server.model_source.listing import RemoteFile
 from autoglm_server.model_source.progress import Progress
-from autoglm_server.model_source.verify import Expected, verify_file
+from autoglm_server.model_source.verify import Digests, Expected, verify_file
 
 log = logging.getLogger(__name__)
 
-_READ = 1024 * 1024
+_READ = 4 * 1024 * 1024
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 8.0
 
@@ -56,6 +56,10 @@ class _FileState:
     chunks: int
     done: set[int] = field(default_factory=set)
     checks: list[str] = field(default_factory=list)
+    digests: Digests | None = None
+    hashed: int = 0  # chunks [0, hashed) are in `digests`: hashing follows the contiguous front
+    hash_lock: threading.Lock = field(default_factory=threading.Lock)
+    finishing: bool = False
 
     @property
     def part(self) -> Path:
@@ -107,7 +111,7 @@ class Downloader:
     def _open(self, remote: RemoteFile, expected: Expected) -> _FileState:
         final = self._folder.joinpath(*remote.path.parts)
         chunk = self._plan.chunk_bytes
-        state = _FileState(remote, final, expected, chunks=max(1, -(-remote.size // chunk)))
+        state = _FileState(remote, final, expected, chunks=max(1, -(-remote.size // chunk)), digests=Digests(expected))
         if final.exists() and final.stat().st_size == remote.size:
             state.chunks = 0  # renamed only after verification: done in an earlier run
             return state
@@ -146,10 +150,33 @@ class Downloader:
             _with_retries(fetch, self._plan.retries, self._stop, state.expected.where)
         with self._lock:
             state.done.add(index)
-            complete = len(state.done) == state.chunks
             self._record(state)
+        self._hash_front(state)
+        with self._lock:
+            complete = len(state.done) == state.chunks and not state.finishing
+            state.finishing = state.finishing or complete
         if complete:
             self._finish(state)
+
+    def _hash_front(self, state: _FileState) -> None:
+        """Feed the file's digests the chunks that now follow the hashed front without a gap.
+
+        One thread hashes a file at a time; a worker that finds the lock taken goes back to
+        downloading, and the holder looks again for newly landed chunks before it lets go.
+        """
+        digests = state.digests
+        if digests is None or not digests.needed:
+            return
+        while state.hash_lock.acquire(blocking=False):
+            try:
+                while state.hashed in state.done:
+                    start = state.hashed * self._plan.chunk_bytes
+                    digests.update_from(state.part, start, min(state.remote.size, start + self._plan.chunk_bytes))
+                    state.hashed += 1
+            finally:
+                state.hash_lock.release()
+            if state.hashed not in state.done:
+                return
 
     def _get_range(self, state: _FileState, start: int, end: int) -> None:
         if self._stop.is_set():
@@ -197,8 +224,13 @@ class Downloader:
             raise CacheError(f"cannot write {state.state}: {exc.strerror}") from None
 
     def _finish(self, state: _FileState) -> None:
+        with state.hash_lock:  # every chunk is in: hash what the front has not reached yet
+            if state.digests is not None and state.digests.needed and state.hashed < state.chunks:
+                start = state.hashed * self._plan.chunk_bytes
+                state.digests.update_from(state.part, start, state.remote.size)
+                state.hashed = state.chunks
         try:
-            state.checks = verify_file(state.part, state.expected)
+            state.checks = verify_file(state.part, state.expected, state.digests)
         except ModelSourceError:
             # A bad file is never kept: the next start fetches it again from the bucket.
             state.part.unlink(missing_ok=True)

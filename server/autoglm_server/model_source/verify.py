@@ -1,6 +1,7 @@
 """A fetched file's bytes against its listed size, its S3 full-object checksum and the manifest.
 
-One read pass computes sha256 and CRC32 (and SHA-1 when the object carries one). S3 checksums are
+Only the hashes a file's checks need are computed, and download.py feeds them chunk by chunk while
+the rest of the file is still arriving, so verification adds little after the last byte. S3 checksums are
 used when the object has a full-object value of an algorithm computable here (CRC32, SHA256, SHA1);
 a composite multipart value (`...-N`) or CRC32C/CRC64NVME is left to the manifest, and the log says
 which checks a file passed.
@@ -46,27 +47,61 @@ def checksum_from_head(head: dict[str, object]) -> S3Checksum | None:
     return None
 
 
-def verify_file(path: Path, expected: Expected) -> list[str]:
-    """Raise IntegrityError naming the object unless every available check passes; return the checks."""
+class Digests:
+    """The running hashes one file needs: only those its checks use (hashing is the costly part)."""
+
+    def __init__(self, expected: Expected) -> None:
+        algorithm = expected.checksum.algorithm if expected.checksum is not None else ""
+        self._sha256 = hashlib.sha256() if expected.sha256 is not None or algorithm == "SHA256" else None
+        self._sha1 = hashlib.sha1(usedforsecurity=False) if algorithm == "SHA1" else None
+        self._crc: int | None = 0 if algorithm == "CRC32" else None
+
+    @property
+    def needed(self) -> bool:
+        return self._sha256 is not None or self._sha1 is not None or self._crc is not None
+
+    def update(self, block: bytes | memoryview) -> None:
+        if self._sha256 is not None:
+            self._sha256.update(block)
+        if self._sha1 is not None:
+            self._sha1.update(block)
+        if self._crc is not None:
+            self._crc = zlib.crc32(block, self._crc)
+
+    def update_from(self, path: Path, start: int, end: int) -> None:
+        """Hash bytes [start, end) of a file."""
+        with path.open("rb") as handle:
+            handle.seek(start)
+            left = end - start
+            while left > 0 and (block := handle.read(min(_READ, left))):
+                self.update(block)
+                left -= len(block)
+
+    def digest(self, algorithm: str) -> bytes:
+        found = {"SHA256": self._sha256, "SHA1": self._sha1}.get(algorithm)
+        if found is not None:
+            return found.digest()
+        if algorithm != "CRC32" or self._crc is None:
+            raise ValueError(f"{algorithm} was not computed for this file")
+        return self._crc.to_bytes(4, "big")
+
+
+def verify_file(path: Path, expected: Expected, digests: Digests | None = None) -> list[str]:
+    """Raise IntegrityError naming the object unless every available check passes; return the checks.
+
+    `digests` may arrive already fed with the whole file (download.py hashes chunks as they land);
+    without it the file is read once here.
+    """
     size = path.stat().st_size
     if size != expected.size:
         raise IntegrityError(f"{expected.where}: fetched {size} bytes, the listing says {expected.size}")
-    sha256, sha1, crc = hashlib.sha256(), hashlib.sha1(usedforsecurity=False), 0
-    want_sha1 = expected.checksum is not None and expected.checksum.algorithm == "SHA1"
-    with path.open("rb") as handle:
-        while block := handle.read(_READ):
-            sha256.update(block)
-            crc = zlib.crc32(block, crc)
-            if want_sha1:
-                sha1.update(block)
+    if digests is None:
+        digests = Digests(expected)
+        if digests.needed:
+            digests.update_from(path, 0, size)
     checks = ["size"]
     if expected.checksum is not None:
-        digests = {
-            "SHA256": sha256.digest(),
-            "SHA1": sha1.digest(),
-            "CRC32": crc.to_bytes(4, "big"),
-        }
-        actual = base64.b64encode(digests[expected.checksum.algorithm]).decode()
+        actual = base64.b64encode(digests.digest(expected.checksum.algorithm)).decode()
         if actual != expected.checksum.value:
             raise IntegrityError(
                 f"{expected.where}: S3 {expected.checksum.algorithm} checksum mismatch (the object's bytes changed"
@@ -74,9 +109,10 @@ def verify_file(path: Path, expected: Expected) -> list[str]:
             )
         checks.append(f"s3-{expected.checksum.algorithm.lower()}")
     if expected.sha256 is not None:
-        if sha256.hexdigest() != expected.sha256:
+        actual_sha = digests.digest("SHA256").hex()
+        if actual_sha != expected.sha256:
             raise IntegrityError(
-                f"{expected.where}: sha256 {sha256.hexdigest()[:16]}... does not match the manifest's"
+                f"{expected.where}: sha256 {actual_sha[:16]}... does not match the manifest's"
                 f" {expected.sha256[:16]}...; the file was not used"
             )
         checks.append("manifest-sha256")
