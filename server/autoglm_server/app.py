@@ -35,6 +35,7 @@ from autoglm_server.frontends.grpc.service import GenerationServicer, register
 from autoglm_server.frontends.openai.routes import FrontendConfig, OpenAIFrontend
 from autoglm_server.frontends.openai.server import HttpServer
 from autoglm_server.lifecycle import Phase, ServingState
+from autoglm_server.model_source.resolve import ResolvedModel
 from autoglm_server.observability.metrics import Metrics
 from autoglm_server.observability.setup import build_observability
 from autoglm_server.serving.images.limits import ImageLimits
@@ -99,9 +100,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 class Daemon:
     """One serving process: gRPC server, admin server, engine."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, model_source: ResolvedModel | None = None) -> None:
         self._settings = settings
         self._engine = engine
+        self._model_source = model_source
         self._state = ServingState()
         self._health = HealthReporter()
         self._stop = asyncio.Event()
@@ -174,9 +176,21 @@ class Daemon:
         if self._auth is not None:
             await self._auth.start()
         logger.info("gRPC listening on port %d; loading model %s", self.grpc_port, settings.model)
-        if self._obs.metrics is not None:
-            self._engine.set_step_listener(self._obs.metrics.observe_batch_size)
+        metrics = self._obs.metrics
+        if metrics is not None:
+            self._engine.set_step_listener(metrics.observe_batch_size)
+            source = self._model_source
+            if source is not None and source.remote:
+                metrics.model_fetched(
+                    seconds=source.seconds,
+                    size_bytes=source.total_bytes,
+                    fetched_bytes=source.fetched_bytes,
+                    cache_hit=source.cache_hit,
+                )
+        started = time.monotonic()
         await self._engine.start()
+        if metrics is not None:
+            metrics.engine_loaded(time.monotonic() - started)
         model = self._engine.model
         logger.info("model %s ready (%s on %s)", model.model_id, model.dtype, model.device)
         if self._stop.is_set():

@@ -28,6 +28,8 @@ commands:
   check-parity
             compare an engine with transformers' generate on an agent step with a screenshot
             (autoglm-server check-parity --model DIR [--engine builtin|vllm] [--image PNG])
+  model     publish a model to S3 with its manifest, or fetch one into the cache
+            (autoglm-server model push DIR s3://bucket/prefix; autoglm-server model fetch s3://...)
 """
 
 
@@ -58,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from autoglm_server.auth.cli import vault_main
 
         return vault_main(rest)
+    if command == "model":
+        from autoglm_server.model_source.cli import model_main
+
+        return model_main(rest)
     print(f"autoglm-server: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
@@ -68,13 +74,23 @@ def serve(argv: Sequence[str]) -> int:
     settings = load_settings(argv)
     _configure_logging(settings)
     try:
-        code = asyncio.run(_serve(settings))
+        resolved = _resolve_model(settings)
+        code = asyncio.run(_serve(settings, resolved))
     except StartupError as error:
         logging.getLogger("autoglm_server").error("cannot start: %s", error)
         code = error.exit_code
     except KeyboardInterrupt:  # a signal before the handlers were installed
         code = 0
     _exit_now(code)
+
+
+def _resolve_model(settings: object) -> object:
+    """`--model` as a verified local directory, before any engine exists (an s3:// source is fetched)."""
+    from autoglm_server.config import Settings
+    from autoglm_server.model_source.resolve import resolve_model
+
+    assert isinstance(settings, Settings)
+    return resolve_model(settings.model, settings, settings)
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -90,12 +106,16 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-async def _serve(settings: object) -> int:
+async def _serve(settings: object, resolved: object) -> int:
     from autoglm_server.app import Daemon
     from autoglm_server.config import Settings
     from autoglm_server.engine.protocol import Engine
+    from autoglm_server.model_source.resolve import ResolvedModel
 
     assert isinstance(settings, Settings)
+    assert isinstance(resolved, ResolvedModel)
+    # The engines load the resolved directory: they never see the URI or the credentials.
+    engine_settings = settings.model_copy(update={"model": resolved.path}) if resolved.remote else settings
     engine: Engine
     if getattr(settings, "engine", "builtin") == "vllm":
         # Imported only when chosen: vllm is an optional dependency (the `vllm` extra).
@@ -105,12 +125,12 @@ async def _serve(settings: object) -> int:
             raise StartupError("--engine vllm needs vLLM: install 'autoglm-server[vllm]' (CPU: see .ci/vllm-env.sh)")
         from autoglm_server.engine.vllm.engine import create_engine as create_vllm_engine
 
-        engine = create_vllm_engine(settings)
+        engine = create_vllm_engine(engine_settings)
     else:
         from autoglm_server.engine.builtin.async_engine import create_engine
 
-        engine = create_engine(settings)
-    return await Daemon(settings, engine).run()
+        engine = create_engine(engine_settings)
+    return await Daemon(settings, engine, model_source=resolved).run()
 
 
 def _configure_logging(settings: object) -> None:

@@ -20,6 +20,7 @@ from autoglm_server.auth.settings import AuthSettings
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.vllm.settings import VllmSettings
 from autoglm_server.frontends.openai.settings import HttpSettings
+from autoglm_server.model_source.settings import ModelSourceSettings
 from autoglm_server.observability.settings import ObservabilitySettings
 from autoglm_server.serving.images.settings import ImageSettings
 
@@ -63,6 +64,7 @@ class Settings(
     AuthSettings,
     ImageSettings,
     VllmSettings,
+    ModelSourceSettings,
     EngineSettings,
     HttpSettings,
     ServerSettings,

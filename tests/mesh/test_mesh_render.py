@@ -58,23 +58,44 @@ def test_gpu_overlay_requests_a_gpu(rendered: dict[str, list[Doc]]) -> None:
         assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith("-vllm")
 
 
-def test_gpu_overlay_runs_vllm_on_the_model_volume(rendered: dict[str, list[Doc]]) -> None:
-    """vLLM engine, its memory share, a model directory on the mounted read-only volume, prefix caching,
-    shared memory for its workers, and a start-up window of minutes (not the CPU toy's)."""
+def test_gpu_overlay_runs_vllm_on_a_verified_s3_model(rendered: dict[str, list[Doc]]) -> None:
+    """vLLM engine, its memory share, prefix caching, shared memory for its workers; the model from
+    object storage (stable and canary name different releases), the store's keys as a file from a Secret
+    (never in the manifest), the cache on an emptyDir inside the ephemeral-storage limit, and a start-up
+    window sized for a 20 GB download plus vLLM's load."""
+    models = {}
     for dep in of_kind(rendered["gpu"], "Deployment"):
         c = k8s.containers(dep)[0]
         env = {e["name"]: e.get("value") for e in c["env"]}
+        assert len(env) == len(c["env"]), "an env var is set twice"
         assert env["AUTOGLM_ENGINE"] == "vllm"
         assert 0 < float(env["AUTOGLM_GPU_MEMORY_FRACTION"]) <= 0.95
         assert env["AUTOGLM_ENABLE_PREFIX_CACHING"] == "true"
         assert int(env["AUTOGLM_TENSOR_PARALLEL_SIZE"]) == int(c["resources"]["limits"]["nvidia.com/gpu"])
         assert int(env["AUTOGLM_MAX_MODEL_LEN"]) > int(env["AUTOGLM_MAX_NEW_TOKENS_LIMIT"])
+        models[dep["spec"]["template"]["metadata"]["labels"]["version"]] = env["AUTOGLM_MODEL"]
+        assert not any(k in env for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
         mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-        model_mount = next(path for path in mounts if env["AUTOGLM_MODEL"].startswith(path + "/"))
-        assert mounts[model_mount].get("readOnly") is True
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        credentials_dir = env["AWS_SHARED_CREDENTIALS_FILE"].rsplit("/", 1)[0]
+        assert mounts[credentials_dir]["readOnly"] is True
+        assert "secret" in volumes[mounts[credentials_dir]["name"]]
+        cache_mount = next(p for p in mounts if env["AUTOGLM_MODEL_CACHE_DIR"].startswith(p + "/"))
+        cache = volumes[mounts[cache_mount]["name"]]["emptyDir"]
+        assert _gib(cache["sizeLimit"]) >= 40  # a 20 GB snapshot and the next release beside it
+        assert _gib(c["resources"]["limits"]["ephemeral-storage"]) > _gib(cache["sizeLimit"])
         assert "/dev/shm" in mounts
         startup = c["startupProbe"]
         window_s = startup["periodSeconds"] * startup["failureThreshold"]
-        assert 120 <= window_s <= 900, window_s
+        assert 900 <= window_s <= 3600, window_s
+    assert models == {"stable": "s3://models/autoglm-phone-9b/v1", "canary": "s3://models/autoglm-phone-9b/v2"}
+
+
+def _gib(quantity: str) -> float:
+    assert quantity.endswith("Gi"), quantity
+    return float(quantity.removesuffix("Gi"))
+
+
+def test_cpu_canary_overlay_stays_on_cpu(rendered: dict[str, list[Doc]]) -> None:
     for dep in of_kind(rendered["canary"], "Deployment"):
         assert "nvidia.com/gpu" not in dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]

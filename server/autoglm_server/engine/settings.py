@@ -13,7 +13,8 @@ class EngineSettings(BaseModel):
     model: str = Field(
         "builtin:tiny",
         description="builtin:tiny (or builtin:small, ~110M; builtin:glm4v-tiny, a GLM-4.1V that takes images;"
-        " all random weights), a local model directory, or a Hugging Face id already in the local cache",
+        " all random weights), a local model directory, a Hugging Face id already in the local cache, or"
+        " s3://bucket/prefix (fetched and verified into --model-cache-dir before the engine starts)",
     )
     chat_template: str = Field(
         "",

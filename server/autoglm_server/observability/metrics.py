@@ -168,6 +168,35 @@ class Metrics:
         # The router's gauges are labelled with the name clients send (vLLM's model_name), not --model.
         self._engine = _EngineCollector(labels, served_model or model)
         reg.register(self._engine)
+        load = Gauge(
+            "autoglm_model_load_seconds",
+            "seconds the model took at start-up, by phase: fetch (an s3:// source into the cache), engine",
+            [*names, "phase"],
+            registry=reg,
+        )
+        self._load_seconds = {phase: load.labels(**labels, phase=phase) for phase in ("fetch", "engine")}
+        self._model_bytes = Gauge(
+            "autoglm_model_size_bytes", "bytes of the model source's files (s3:// sources; 0 otherwise)", names,
+            registry=reg,
+        ).labels(**labels)  # fmt: skip
+        self._fetched_bytes = Gauge(
+            "autoglm_model_fetched_bytes", "bytes downloaded from object storage at this start (0 on a cache hit)",
+            names, registry=reg,
+        ).labels(**labels)  # fmt: skip
+        self._cache_hit = Gauge(
+            "autoglm_model_cache_hit", "1 when an s3:// model came from a verified cache snapshot, else 0", names,
+            registry=reg,
+        ).labels(**labels)  # fmt: skip
+
+    def model_fetched(self, *, seconds: float, size_bytes: int, fetched_bytes: int, cache_hit: bool) -> None:
+        """What resolving the model source cost (model_source/resolve.py), once at start-up."""
+        self._load_seconds["fetch"].set(seconds)
+        self._model_bytes.set(size_bytes)
+        self._fetched_bytes.set(fetched_bytes)
+        self._cache_hit.set(1 if cache_hit else 0)
+
+    def engine_loaded(self, seconds: float) -> None:
+        self._load_seconds["engine"].set(seconds)
 
     # Recording, called on the request path.
     def for_protocol(self, protocol: str) -> RequestSeries:
