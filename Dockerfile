@@ -35,6 +35,12 @@
 # (README, "The image"; tests/container/test_image.py checks exactly that). Production runs name a key
 # source (VAULT_ADDR and a Vault login); a local trial without keys: `-e AUTOGLM_AUTH=disabled`.
 #
+# Models from object storage: `-e AUTOGLM_MODEL=s3://bucket/prefix` with the store's endpoint and keys in the
+# environment (AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or a mounted
+# AWS_SHARED_CREDENTIALS_FILE; AUTOGLM_S3_ADDRESSING_STYLE=path for MinIO-like stores). The daemon fetches and
+# verifies the model into AUTOGLM_MODEL_CACHE_DIR=/var/cache/autoglm/models, which must be a writable volume on
+# a read-only root; a restart that keeps the volume is a verified cache hit (tests/container/test_s3_model.py).
+#
 # BASE_IMAGE swaps the base for a mirror or a pinned digest; it must be Debian-based with python3.11 and
 # its venv module (the CI machine, which reaches no registry, uses a debootstrap stand-in: .ci/base-image.sh).
 
@@ -118,12 +124,16 @@ RUN if python -m pip --version >/dev/null 2>&1; then \
     fi \
     && groupadd --system --gid 10001 autoglm \
     && useradd --system --uid 10001 --gid autoglm --home-dir /var/cache/autoglm --no-create-home autoglm \
-    && mkdir -p /var/cache/autoglm \
-    && chown autoglm:autoglm /var/cache/autoglm
+    && mkdir -p /var/cache/autoglm/models \
+    && chown -R autoglm:autoglm /var/cache/autoglm
+# The image's writable places, all under /var/cache/autoglm (the root may be read-only): the s3:// model cache
+# (AUTOGLM_MODEL_CACHE_DIR, created owned by 10001 so an empty volume mounted on it starts with that owner)
+# and Hugging Face's cache. Mount a volume on /var/cache/autoglm, or on the models folder alone, to keep them.
 ENV PATH=/opt/autoglm/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/var/cache/autoglm/hf \
+    AUTOGLM_MODEL_CACHE_DIR=/var/cache/autoglm/models \
     AUTOGLM_LISTEN=0.0.0.0:50051 \
     AUTOGLM_HTTP_LISTEN=0.0.0.0:8000 \
     AUTOGLM_ADMIN_LISTEN=0.0.0.0:9090 \

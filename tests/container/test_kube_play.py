@@ -49,6 +49,11 @@ def test_deployment_serves(cpu_image: str, podman_env: dict[str, str], tmp_path:
     user, read_only, *_ = run(["podman", "inspect", "--format", inspect, pod.container_id], podman_env).stdout.split()
     assert (user.split(":")[0], read_only) == ("10001", "true")
     assert run(["podman", "exec", pod.container_id, "id", "-u"], podman_env).stdout.strip() == "10001"
+    # The image's writable places (its ENV, or the manifest's) are writable under the manifest's volumes as
+    # uid 10001: an s3:// start would write its model cache there (tests/mesh checks the same on paper).
+    probe = 'for d in "$AUTOGLM_MODEL_CACHE_DIR" "$HF_HOME"; do mkdir -p "$d" && touch "$d/.p" && echo "$d"; done'
+    written = run(["podman", "exec", pod.container_id, "sh", "-c", probe], podman_env).stdout.split()
+    assert written == ["/var/cache/autoglm/models", "/var/cache/autoglm/hf"], written
 
     with Client(f"127.0.0.1:{probe_port(container, 'grpc')}", timeout=120) as client:
         assert client.generate_text("Hello", max_new_tokens=4).usage.completion_tokens >= 1

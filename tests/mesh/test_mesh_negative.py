@@ -167,6 +167,15 @@ def _zero_timeout_duration(docs: list[Doc]) -> None:
     one(docs, "DestinationRule")["spec"]["trafficPolicy"]["outlierDetection"]["interval"] = "0s"
 
 
+def _model_cache_on_the_root(docs: list[Doc]) -> None:
+    _container(docs)["env"].append({"name": "AUTOGLM_MODEL_CACHE_DIR", "value": "/models"})
+
+
+def _cache_volume_not_mounted(docs: list[Doc]) -> None:
+    c = _container(docs)
+    c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] != "cache"]
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -207,6 +216,12 @@ CASES = [
     Case("grace period shorter than preStop + drain", _short_grace, "must exceed preStop 5 s + drain 30 s"),
     Case("subset selecting two Deployments", _subset_selects_both, "selects 2 Deployments"),
     Case("zero duration (CEL)", _zero_timeout_duration, "duration(self) >= duration('1ms')"),
+    Case("model cache on the read-only root", _model_cache_on_the_root, "AUTOGLM_MODEL_CACHE_DIR /models is on the"),
+    Case(
+        "image's cache dir not mounted",
+        _cache_volume_not_mounted,
+        "AUTOGLM_MODEL_CACHE_DIR /var/cache/autoglm/models is on the read-only root",
+    ),
 ]
 
 

@@ -423,5 +423,7 @@ def autoscalers_and_budgets_target_workloads(docs: list[Doc]) -> list[str]:
     return problems
 
 
-# The HTTP API and session-affinity checks live in their own module; importing it registers them in CHECKS.
+# The HTTP API and session-affinity checks, and those of the image's writable places, live in their own
+# modules; importing them registers them in CHECKS.
 from . import http_checks as _http_checks  # noqa: E402, F401
+from . import image_checks as _image_checks  # noqa: E402, F401
