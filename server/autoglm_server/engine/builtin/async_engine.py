@@ -310,10 +310,13 @@ class AsyncEngine:
                 self._loop.call_soon_threadsafe(self._deliver, ready)
 
     def _deliver(self, outputs: list[Output]) -> None:
+        started = time.perf_counter()
         for request_id, item in outputs:
             mailbox = self._mailboxes.get(request_id)
             if mailbox is not None:
                 mailbox.put(item)
+        if self._core is not None:
+            self._core.timers.deliver += time.perf_counter() - started
 
     def _release(self, request_id: str, key: str, abort: bool) -> None:
         self._mailboxes.pop(key, None)
@@ -386,6 +389,8 @@ class AsyncEngine:
                 token_budget=scheduler.limits.token_budget,
                 steps=core.steps,
                 alive=self._alive,
+                phase_seconds=core.timers.snapshot(),
+                timed_steps=core.timers.steps,
             )
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:

@@ -21,6 +21,7 @@ from autoglm_server.engine.builtin.runner import KVBatch, ModelRunner
 from autoglm_server.engine.builtin.sampling import RowSampling, sample
 from autoglm_server.engine.builtin.scheduler import Limits, Scheduler, Ticket
 from autoglm_server.engine.builtin.sequence import Sequence
+from autoglm_server.engine.builtin.timers import StepTimers
 from autoglm_server.engine.types import FinishReason, GenerationDelta, GenerationRequest, TokenLogprob, Usage
 from autoglm_server.errors import (
     AutoglmError,
@@ -58,6 +59,7 @@ class EngineCore:
         self._rows: list[Sequence] = []
         self._batch: KVBatch | None = None
         self.step_listener: StepListener | None = None
+        self.timers = StepTimers()
 
     @property
     def batch_rows(self) -> int:
@@ -105,9 +107,12 @@ class EngineCore:
                 self.wakeup.wait(0.5)
                 self.wakeup.clear()
                 continue
+            self.timers.start()
             outputs = self.step()
+            self.timers.lap("schedule")
             if outputs:
                 emit(outputs)
+            self.timers.stop()
 
     def _idle(self) -> bool:
         with self.lock:
@@ -177,10 +182,14 @@ class EngineCore:
         return Sequence(request, self.detokenizers, self._eos, self.context, sampling, admitted_at=now)
 
     def _prefill_group(self, rows: list[Sequence], outputs: list[Output]) -> None:
+        timers = self.timers
         try:
+            timers.forward_started()
             logits, kv = self.runner.prefill([r.request.prompt_token_ids for r in rows])
+            timers.forward_ended()
             tokens, logprobs = sample(logits, [r.sampling for r in rows])
             self.runner.set_last_tokens(kv, tokens)
+            timers.lap("sample")
             # A merge that runs out of memory leaves the running batch as it was: only the
             # joining rows fail, before any of their tokens went out.
             batch = self.runner.merge(self._batch, kv)
@@ -189,21 +198,27 @@ class EngineCore:
             return
         self._stepped(len(rows))
         self._append(rows, tokens, logprobs, outputs)
+        timers.lap("output")
         self._batch = batch
         self._rows.extend(rows)
 
     def _decode(self, outputs: list[Output]) -> None:
         assert self._batch is not None
+        timers = self.timers
         try:
+            timers.forward_started()
             logits = self.runner.decode(self._batch)
+            timers.forward_ended()
             tokens, logprobs = sample(logits, [r.sampling for r in self._rows])
             self.runner.set_last_tokens(self._batch, tokens)
+            timers.lap("sample")
         except torch.OutOfMemoryError:
             rows, self._rows, self._batch = self._rows, [], None
             self._out_of_memory(rows, outputs)
             return
         self._stepped(len(self._rows))
         self._append(self._rows, tokens, logprobs, outputs)
+        timers.lap("output")
         self._retire(outputs)
 
     def _stepped(self, batch_size: int) -> None:
