@@ -1,15 +1,14 @@
 """The asyncio front end of the continuous-batching engine.
 
 One engine thread (EngineCore.run) steps the batch and hands new deltas to the event loop with a
-single `call_soon_threadsafe` for all requests. Each request has a mailbox that holds at most one
-pending delta: a slow consumer gets later deltas merged into it, so it never blocks the batch.
+single `call_soon_threadsafe` for all requests, gathered over up to `--stream-interval`
+(engine/builtin/outbox.py). Each request has a mailbox that holds at most one pending delta: a slow
+consumer gets later deltas merged into it, so it never blocks the batch.
 
-The hand-off gathers steps for up to `--stream-interval` (a request's first token, its last delta
-and errors go at once). The engine thread and the gRPC event loop share one interpreter lock, and
-every stream message costs the loop a fixed amount of Python (wake-up, servicer, protobuf, write)
-whatever it carries; for a small model that costs a decode step a large share of its time (measured
-in docs/benchmarks.md). Gathering a few steps' tokens into one message keeps the per-token cost of
-streaming low, while a slow model (steps longer than the interval) still streams every step.
+A hand-off made while the loop has not yet taken the previous one joins it instead of waking the
+loop again: each wake-up is a write to the loop's self-pipe, which releases the interpreter lock to
+a loop that is busy anyway and costs the engine thread the rest of the loop's turn (measured in
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -76,39 +76,6 @@ class _Mailbox:
             return delta
         assert self.error is not None
         raise self.error
-
-
-class _Outbox:
-    """The engine thread's side of the hand-off: gathers steps' outputs for up to `interval` seconds.
-
-    A request's first output, any finished delta and any error make the gathered outputs go at
-    once, so time to first token, completion and failures are never delayed.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._held: list[Output] = []
-        self._since = 0.0
-        self._streaming: set[str] = set()  # requests that already sent their first output
-
-    def add(self, outputs: list[Output]) -> list[Output] | None:
-        """Take one step's outputs; return what should be handed to the loop now, if anything."""
-        now = time.monotonic()
-        if not self._held:
-            self._since = now
-        self._held.extend(outputs)
-        urgent = self._interval <= 0.0 or now - self._since >= self._interval
-        for request_id, item in outputs:
-            if isinstance(item, AutoglmError) or item.finished:
-                self._streaming.discard(request_id)
-                urgent = True
-            elif request_id not in self._streaming:
-                self._streaming.add(request_id)
-                urgent = True
-        if not urgent:
-            return None
-        ready, self._held = self._held, []
-        return ready
 
 
 class RequestStream:
@@ -191,7 +158,9 @@ class AsyncEngine:
         self._alive = False
         self._budget = 0
         self._description: ModelDescription | None = None
-        self._outbox = _Outbox(settings.stream_interval)
+        # Hand-offs the loop has not taken yet, and whether a wake-up to take them is on its way.
+        self._handoffs: deque[list[Output]] = deque()
+        self._wake_pending = False
         self._step_listener: Callable[[int], None] | None = None
 
     # --------------------------------------------------------------- startup
@@ -261,7 +230,9 @@ class AsyncEngine:
             max_running_per_tenant=settings.max_running_per_tenant,
             max_prefill_tokens=settings.max_prefill_tokens,
         )
-        core = EngineCore(runner, loaded.tokenizer, loaded.description.eos_token_ids, context, limits)
+        core = EngineCore(
+            runner, loaded.tokenizer, loaded.description.eos_token_ids, context, limits, settings.stream_interval
+        )
         core.warm_up()
         # Sized after the warm-up, so that free memory already accounts for the model's workspace.
         self._budget = memory.token_budget(settings, loaded.model, runner.device, context)
@@ -303,18 +274,26 @@ class AsyncEngine:
                 self._loop.call_soon_threadsafe(self._fail_all, error)
 
     def _emit(self, outputs: list[Output]) -> None:
+        """On the engine thread: hand a step's outputs to the loop, waking it only if it is not already due."""
         assert self._loop is not None
-        ready = self._outbox.add(outputs)
-        if ready:
+        # Append first, then look at the flag: the loop clears the flag before it takes, so a hand-off
+        # that finds the flag set is taken by the drain on its way.
+        self._handoffs.append(outputs)
+        if not self._wake_pending:
+            self._wake_pending = True
             with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-                self._loop.call_soon_threadsafe(self._deliver, ready)
+                self._loop.call_soon_threadsafe(self._deliver)
 
-    def _deliver(self, outputs: list[Output]) -> None:
+    def _deliver(self) -> None:
+        """On the loop: put every pending hand-off's outputs into their mailboxes, in order."""
         started = time.perf_counter()
-        for request_id, item in outputs:
-            mailbox = self._mailboxes.get(request_id)
-            if mailbox is not None:
-                mailbox.put(item)
+        self._wake_pending = False
+        handoffs, mailboxes = self._handoffs, self._mailboxes
+        while handoffs:
+            for request_id, item in handoffs.popleft():
+                mailbox = mailboxes.get(request_id)
+                if mailbox is not None:
+                    mailbox.put(item)
         if self._core is not None:
             self._core.timers.deliver += time.perf_counter() - started
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from autoglm_server.engine.builtin.detokenize import DetokenizerFactory
+from autoglm_server.engine.builtin.outbox import Outbox
 from autoglm_server.engine.builtin.prefill import prefill_groups
 from autoglm_server.engine.builtin.runner import KVBatch, ModelRunner
 from autoglm_server.engine.builtin.sampling import RowSampling, sample
@@ -42,7 +43,13 @@ class EngineCore:
     """Scheduler, running sequences and their KV batch."""
 
     def __init__(
-        self, runner: ModelRunner, tokenizer: Any, eos_ids: tuple[int, ...], context: int, limits: Limits
+        self,
+        runner: ModelRunner,
+        tokenizer: Any,
+        eos_ids: tuple[int, ...],
+        context: int,
+        limits: Limits,
+        stream_interval: float = 0.0,
     ) -> None:
         self.runner = runner
         self.detokenizers = DetokenizerFactory(tokenizer)
@@ -60,6 +67,9 @@ class EngineCore:
         self._batch: KVBatch | None = None
         self.step_listener: StepListener | None = None
         self.timers = StepTimers()
+        self.outbox = Outbox(stream_interval)
+        self._gathered = False  # some running row holds tokens not handed over yet
+        self._first_token = False  # this step gave some request its first token
 
     @property
     def batch_rows(self) -> int:
@@ -138,6 +148,12 @@ class EngineCore:
             self._prefill(joining, now, outputs)
         elif self._rows:
             self._decode(outputs)
+        if self._gathered and self.outbox.due(time.monotonic(), bool(outputs) or self._first_token):
+            for row in self._rows:
+                if row.pending:
+                    outputs.append((row.request_id, row.take()))
+            self._gathered = False
+        self._first_token = False
         return outputs
 
     def _drop(self, aborted: set[str], now: float, outputs: list[Output]) -> None:
@@ -146,8 +162,10 @@ class EngineCore:
         for i, row in enumerate(self._rows):
             deadline = row.request.deadline
             if row.request_id in aborted:
-                outputs.append((row.request_id, row.close(GenerationDelta(), FinishReason.CANCELLED)))
+                outputs.append((row.request_id, row.close(row.take(), FinishReason.CANCELLED)))
             elif deadline is not None and deadline <= now:
+                if row.pending:  # tokens produced before the failure still go out first
+                    outputs.append((row.request_id, row.take()))
                 outputs.append((row.request_id, DeadlineExceededError("the request's deadline passed")))
                 with self.lock:
                     self.scheduler.finish(row.request_id)
@@ -234,7 +252,12 @@ class EngineCore:
     ) -> None:
         now = time.monotonic()
         for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
-            outputs.append((row.request_id, row.append(token, logprob, now)))
+            if row.first_token_at is None:
+                self._first_token = True
+            last = row.append(token, logprob, now)
+            if last is not None:
+                outputs.append((row.request_id, last))
+        self._gathered = True
 
     def _retire(self, outputs: list[Output]) -> None:
         """Drop finished rows at once and return their reservations."""
@@ -253,6 +276,8 @@ class EngineCore:
             for row in rows:
                 self.scheduler.finish(row.request_id)
         for row in rows:
+            if row.pending:  # tokens produced before the failure still go out first
+                outputs.append((row.request_id, row.take()))
             outputs.append((row.request_id, OutOfMemoryError("the batch ran out of device memory; retry")))
         if self.runner.device.type == "cuda":
             torch.cuda.empty_cache()
