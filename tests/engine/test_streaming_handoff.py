@@ -9,33 +9,24 @@ from autoglm_server.engine.types import FinishReason
 from tests.engine.conftest import collect, request
 
 
-def test_the_first_gathering_step_waits_for_the_interval_unless_urgent() -> None:
+def test_gathered_tokens_wait_for_the_interval_from_the_oldest() -> None:
     outbox = Outbox(interval=60.0)
-    assert outbox.due(0.0, urgent=True)  # a first token, a finish or an error goes at once
-    assert not outbox.due(1.0, urgent=False)
-    assert not outbox.due(2.0, urgent=False)
-    assert outbox.due(3.0, urgent=True)
+    assert not outbox.due(0.0)
+    assert not outbox.due(59.0)
+    assert outbox.due(60.0)
     # The clock starts again at the next step that gathers.
-    assert not outbox.due(100.0, urgent=False)
-    assert outbox.due(160.0, urgent=False)
-
-
-def test_gathered_tokens_go_once_the_interval_has_passed() -> None:
-    outbox = Outbox(interval=0.01)
-    assert not outbox.due(10.0, urgent=False)
-    assert not outbox.due(10.005, urgent=False)
-    assert outbox.due(10.02, urgent=False)
-    assert not outbox.due(10.021, urgent=False)
+    assert not outbox.due(100.0)
+    assert outbox.due(160.5)
 
 
 def test_interval_zero_sends_every_step() -> None:
     outbox = Outbox(interval=0.0)
     for i in range(3):
-        assert outbox.due(float(i), urgent=False)
+        assert outbox.due(float(i))
 
 
-async def test_a_new_requests_first_token_flushes_what_others_gathered(make_engine: Any) -> None:
-    engine = await make_engine(stream_interval=60.0)
+async def test_first_tokens_and_ends_go_at_once_while_others_gather(make_engine: Any) -> None:
+    engine = await make_engine(stream_interval=60.0)  # nothing gathered goes before the end
     first = await engine.submit(request("a", [5, 6, 7], 40, ignore_eos=True))
     opening = await first.__anext__()
     assert len(opening.token_ids) == 1
@@ -43,9 +34,12 @@ async def test_a_new_requests_first_token_flushes_what_others_gathered(make_engi
     b_tokens, _, b_last = await collect(second)
     assert len(b_tokens) == 3
     assert b_last.finish_reason is FinishReason.LENGTH
-    a_tokens, _, a_last = await collect(first)
-    assert len(a_tokens) == 39
-    assert a_last.finish_reason is FinishReason.LENGTH
+    # b's first token and its end went at once without taking a's gathered tokens along: a's
+    # other 39 tokens come in one delta, its last.
+    rest = [delta async for delta in first]
+    assert len(rest) == 1
+    assert len(rest[0].token_ids) == 39
+    assert rest[0].finish_reason is FinishReason.LENGTH
 
 
 async def test_gathered_stream_carries_every_token_and_ends(make_engine: Any) -> None:

@@ -69,7 +69,6 @@ class EngineCore:
         self.timers = StepTimers()
         self.outbox = Outbox(stream_interval)
         self._gathered = False  # some running row holds tokens not handed over yet
-        self._first_token = False  # this step gave some request its first token
 
     @property
     def batch_rows(self) -> int:
@@ -148,12 +147,11 @@ class EngineCore:
             self._prefill(joining, now, outputs)
         elif self._rows:
             self._decode(outputs)
-        if self._gathered and self.outbox.due(time.monotonic(), bool(outputs) or self._first_token):
+        if self._gathered and self.outbox.due(time.monotonic()):
             for row in self._rows:
                 if row.pending:
                     outputs.append((row.request_id, row.take()))
             self._gathered = False
-        self._first_token = False
         return outputs
 
     def _drop(self, aborted: set[str], now: float, outputs: list[Output]) -> None:
@@ -252,11 +250,12 @@ class EngineCore:
     ) -> None:
         now = time.monotonic()
         for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
-            if row.first_token_at is None:
-                self._first_token = True
+            first = row.first_token_at is None
             last = row.append(token, logprob, now)
             if last is not None:
                 outputs.append((row.request_id, last))
+            elif first:  # time to first token is never delayed: this delta goes now, alone
+                outputs.append((row.request_id, row.take()))
         self._gathered = True
 
     def _retire(self, outputs: list[Output]) -> None:
