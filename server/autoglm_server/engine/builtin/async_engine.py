@@ -6,9 +6,9 @@ single `call_soon_threadsafe` for all requests, gathered over up to `--stream-in
 consumer gets later deltas merged into it, so it never blocks the batch.
 
 A hand-off made while the loop has not yet taken the previous one joins it instead of waking the
-loop again: each wake-up is a write to the loop's self-pipe, which releases the interpreter lock to
-a loop that is busy anyway and costs the engine thread the rest of the loop's turn (measured in
-docs/benchmarks.md).
+loop again, and the wake-up itself is made by a thread of its own (engine/builtin/waker.py): the
+write to the loop's self-pipe releases the interpreter lock, and the engine thread would wait out
+the loop's whole turn (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from autoglm_server.engine.builtin import loader, memory
 from autoglm_server.engine.builtin.core import EngineCore, Output
 from autoglm_server.engine.builtin.runner import FaultInjector, ModelRunner
 from autoglm_server.engine.builtin.scheduler import Limits
+from autoglm_server.engine.builtin.waker import LoopWaker
 from autoglm_server.engine.chat_template import BUILTIN_CHAT_TEMPLATE, ChatRenderer, read_template_file
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import (
@@ -161,6 +162,7 @@ class AsyncEngine:
         # Hand-offs the loop has not taken yet, and whether a wake-up to take them is on its way.
         self._handoffs: deque[list[Output]] = deque()
         self._wake_pending = False
+        self._waker: LoopWaker | None = None
         self._step_listener: Callable[[int], None] | None = None
 
     # --------------------------------------------------------------- startup
@@ -179,6 +181,7 @@ class AsyncEngine:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._waker = LoopWaker(self._loop, self._deliver)
         ready: asyncio.Future[EngineCore] = self._loop.create_future()
         # The engine thread loads the model, warms it up and steps it: it is the only thread that
         # runs torch. Each thread that runs a parallel operator gets its own OpenMP team, and with
@@ -187,7 +190,12 @@ class AsyncEngine:
         # docs/benchmarks.md and scripts/openmp_teams.py: a 1x768 matmul 84 us with one team, 198 with two).
         self._thread = threading.Thread(target=self._run, args=(ready,), name="autoglm-engine", daemon=True)
         self._thread.start()
-        core = await ready
+        try:
+            core = await ready
+        except BaseException:
+            self._waker.close()  # no engine thread will hand anything over
+            self._waker = None
+            raise
         assert self._loaded is not None
         self._front_tokenizer = copy.deepcopy(self._loaded.tokenizer)
         self._renderer = ChatRenderer(self._front_tokenizer, self._chat_template())
@@ -275,14 +283,13 @@ class AsyncEngine:
 
     def _emit(self, outputs: list[Output]) -> None:
         """On the engine thread: hand a step's outputs to the loop, waking it only if it is not already due."""
-        assert self._loop is not None
+        assert self._waker is not None
         # Append first, then look at the flag: the loop clears the flag before it takes, so a hand-off
         # that finds the flag set is taken by the drain on its way.
         self._handoffs.append(outputs)
         if not self._wake_pending:
             self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-                self._loop.call_soon_threadsafe(self._deliver)
+            self._waker.wake()
 
     def _deliver(self) -> None:
         """On the loop: put every pending hand-off's outputs into their mailboxes, in order."""
@@ -386,6 +393,9 @@ class AsyncEngine:
             self._core.wakeup.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
         self._alive = False
         self._fail_all(UnavailableError("the engine shut down"))
         self._core = None
