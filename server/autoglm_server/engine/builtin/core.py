@@ -69,6 +69,7 @@ class EngineCore:
         self.timers = StepTimers()
         self.outbox = Outbox(stream_interval)
         self._gathered = False  # some running row holds tokens not handed over yet
+        self._next_deadline: float | None = None  # the earliest deadline of a running row
 
     @property
     def batch_rows(self) -> int:
@@ -156,6 +157,8 @@ class EngineCore:
 
     def _drop(self, aborted: set[str], now: float, outputs: list[Output]) -> None:
         """Remove cancelled rows and rows past their deadline."""
+        if not aborted and (self._next_deadline is None or self._next_deadline > now):
+            return  # the common step: nothing to look at row by row
         keep: list[int] = []
         for i, row in enumerate(self._rows):
             deadline = row.request.deadline
@@ -184,6 +187,11 @@ class EngineCore:
             self._out_of_memory(rows, outputs)
             return
         self._rows, self._batch = rows, batch
+        self._rows_changed()
+
+    def _rows_changed(self) -> None:
+        deadlines = [row.request.deadline for row in self._rows if row.request.deadline is not None]
+        self._next_deadline = min(deadlines, default=None)
 
     def _prefill(self, joining: list[GenerationRequest], now: float, outputs: list[Output]) -> None:
         lengths = [len(request.prompt_token_ids) for request in joining]
@@ -217,6 +225,7 @@ class EngineCore:
         timers.lap("output")
         self._batch = batch
         self._rows.extend(rows)
+        self._rows_changed()
 
     def _decode(self, outputs: list[Output]) -> None:
         assert self._batch is not None

@@ -44,8 +44,10 @@ class Sequence:
         self.admitted_at = admitted_at
         self.first_token_at: float | None = None
         self._eos = frozenset() if request.ignore_eos else eos_token_ids
-        self._context_limit = context_limit
         self._stop_ids = frozenset(request.stop_token_ids)
+        # The output length at which the request ends: max_new_tokens, or the context's end first.
+        self._limit = min(request.max_new_tokens, context_limit - len(request.prompt_token_ids))
+        self._observe = sampling.options.repetition_penalty != 1.0 or sampling.counts_output
         self._detok = detokenizers.create(request.prompt_token_ids)
         self._stops = StopMatcher(request.stop_strings)
         self._text_stops = any(request.stop_strings)
@@ -70,7 +72,8 @@ class Sequence:
         if self.first_token_at is None:
             self.first_token_at = now
         self.generated.append(token_id)
-        self.sampling.observe(token_id)
+        if self._observe:
+            self.sampling.observe(token_id)
         self._ids.append(token_id)
         if logprob is not None:
             self._logprobs.append(logprob)
@@ -87,10 +90,10 @@ class Sequence:
                 return self._finish(delta, FinishReason.STOP_SEQUENCE, flush=False)
         else:
             self._undecoded.append(token_id)
-        if len(self.generated) >= self.request.max_new_tokens:
-            return self._finish(self.take(), FinishReason.LENGTH)
-        if len(self.request.prompt_token_ids) + len(self.generated) >= self._context_limit:
-            return self._finish(self.take(), FinishReason.CONTEXT_LENGTH)
+        produced = len(self.generated)
+        if produced >= self._limit:
+            reason = FinishReason.LENGTH if produced >= self.request.max_new_tokens else FinishReason.CONTEXT_LENGTH
+            return self._finish(self.take(), reason)
         return None
 
     def take(self) -> GenerationDelta:
