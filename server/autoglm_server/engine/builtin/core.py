@@ -217,6 +217,7 @@ class EngineCore:
             # A merge that runs out of memory leaves the running batch as it was: only the
             # joining rows fail, before any of their tokens went out.
             batch = self.runner.merge(self._batch, kv)
+            timers.lap("schedule")  # batch bookkeeping
         except torch.OutOfMemoryError:
             self._out_of_memory(rows, outputs)
             return
