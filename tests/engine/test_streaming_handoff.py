@@ -2,67 +2,44 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from autoglm_server.engine.builtin.async_engine import _Outbox
-from autoglm_server.engine.builtin.core import Output
-from autoglm_server.engine.types import FinishReason, GenerationDelta
-from autoglm_server.errors import DeadlineExceededError
+from autoglm_server.engine.builtin.outbox import Outbox
+from autoglm_server.engine.types import FinishReason
 from tests.engine.conftest import collect, request
 
 
-def token(i: int) -> GenerationDelta:
-    return GenerationDelta(text=str(i), token_ids=[i])
-
-
-def ids(outputs: list[Output]) -> list[tuple[str, list[int]]]:
-    return [(rid, item.token_ids if isinstance(item, GenerationDelta) else []) for rid, item in outputs]
-
-
-def test_first_token_goes_at_once_then_steps_are_gathered_until_the_interval() -> None:
-    outbox = _Outbox(interval=60.0)
-    first = outbox.add([("a", token(1))])
-    assert first is not None
-    assert ids(first) == [("a", [1])]
-    assert outbox.add([("a", token(2))]) is None
-    assert outbox.add([("a", token(3))]) is None
-    # A new request's first token flushes everything held, in order.
-    ready = outbox.add([("a", token(4)), ("b", token(9))])
-    assert ready is not None
-    assert ids(ready) == [("a", [2]), ("a", [3]), ("a", [4]), ("b", [9])]
-
-
-def test_finish_and_errors_are_never_held() -> None:
-    outbox = _Outbox(interval=60.0)
-    outbox.add([("a", token(1)), ("b", token(1))])
-    assert outbox.add([("a", token(2))]) is None
-    done = GenerationDelta(token_ids=[3], finish_reason=FinishReason.LENGTH)
-    ready = outbox.add([("a", done)])
-    assert ready is not None
-    assert len(ready) == 2
-    assert outbox.add([("b", token(2))]) is None
-    failed = outbox.add([("b", DeadlineExceededError("late"))])
-    assert failed is not None
-    assert len(failed) == 2
-    # Both requests ended: a request id used again starts afresh (its first token goes at once).
-    assert outbox.add([("a", token(1))]) is not None
-
-
-def test_held_outputs_go_once_the_interval_has_passed() -> None:
-    outbox = _Outbox(interval=0.01)
-    outbox.add([("a", token(1))])
-    assert outbox.add([("a", token(2))]) is None
-    time.sleep(0.02)
-    ready = outbox.add([("a", token(3))])
-    assert ready is not None
-    assert len(ready) == 2
+def test_gathered_tokens_wait_for_the_interval_from_the_oldest() -> None:
+    outbox = Outbox(interval=60.0)
+    assert not outbox.due(0.0)
+    assert not outbox.due(59.0)
+    assert outbox.due(60.0)
+    # The clock starts again at the next step that gathers.
+    assert not outbox.due(100.0)
+    assert outbox.due(160.5)
 
 
 def test_interval_zero_sends_every_step() -> None:
-    outbox = _Outbox(interval=0.0)
+    outbox = Outbox(interval=0.0)
     for i in range(3):
-        assert outbox.add([("a", token(i))]) is not None
+        assert outbox.due(float(i))
+
+
+async def test_first_tokens_and_ends_go_at_once_while_others_gather(make_engine: Any) -> None:
+    engine = await make_engine(stream_interval=60.0)  # nothing gathered goes before the end
+    first = await engine.submit(request("a", [5, 6, 7], 40, ignore_eos=True))
+    opening = await first.__anext__()
+    assert len(opening.token_ids) == 1
+    second = await engine.submit(request("b", [8, 9], 3, ignore_eos=True))
+    b_tokens, _, b_last = await collect(second)
+    assert len(b_tokens) == 3
+    assert b_last.finish_reason is FinishReason.LENGTH
+    # b's first token and its end went at once without taking a's gathered tokens along: a's
+    # other 39 tokens come in one delta, its last.
+    rest = [delta async for delta in first]
+    assert len(rest) == 1
+    assert len(rest[0].token_ids) == 39
+    assert rest[0].finish_reason is FinishReason.LENGTH
 
 
 async def test_gathered_stream_carries_every_token_and_ends(make_engine: Any) -> None:

@@ -81,3 +81,21 @@ def test_stop_matcher_picks_the_earliest_match_and_flushes_at_the_end() -> None:
     assert tail.feed("the EN") == ("the ", None)
     assert tail.feed("", final=True) == ("EN", None)
     assert StopMatcher([]).feed("anything") == ("anything", None)
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 5])
+def test_gathered_tokens_decode_to_the_same_text_as_one_token_at_a_time(split: int) -> None:
+    # The engine detokenizes a request without stop strings once per hand-off, several tokens at a
+    # time: the text must not depend on where the hand-offs fall, invalid UTF-8 included.
+    tokenizer = build_tokenizer()
+    ids = [*tokenizer.encode("héllo 日本 🙂 end", add_special_tokens=False), 0xE4, 0x61, 0x80, 0xF0, 0x9F]
+    metaspace = metaspace_tokenizer()
+    words = metaspace.convert_tokens_to_ids(["▁world", ",", "▁again", "▁ü", "ber"])
+    for factory, prompt, generated in (
+        (DetokenizerFactory(tokenizer), (), ids),
+        (DetokenizerFactory(metaspace), tuple(metaspace.convert_tokens_to_ids(["▁Hello"])), words),
+    ):
+        one_by_one = "".join(stream(factory.create(prompt), generated))
+        detok = factory.create(prompt)
+        pieces = [detok.steps(generated[i : i + split]) for i in range(0, len(generated), split)]
+        assert "".join(pieces) + detok.flush() == one_by_one

@@ -9,7 +9,10 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autoglm_server.bench.daemon import Daemon
 
 log = logging.getLogger("autoglm_server.bench")
 
@@ -124,8 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mixed_lengths": {"prompt_tokens": args.mixed_prompt_tokens, "max_new_tokens": args.mixed_new_tokens},
         "repeat": args.repeat,
     }
-    with running_daemon(args.model, desc.dtype, args.device, args.torch_threads, max(max(concurrencies), 32)) as target:
-        samples = asyncio.run(_interleaved(target, baseline_runs, loads, args.repeat))
+    with running_daemon(args.model, desc.dtype, args.device, args.torch_threads, max(max(concurrencies), 32)) as daemon:
+        samples = asyncio.run(_interleaved(daemon, baseline_runs, loads, args.repeat))
     for key in baseline_runs:
         rates = samples[key]
         result[key] = {"tokens_per_s": max(rates), "samples": rates}
@@ -134,6 +137,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reports = samples[key]
         best = dict(max(reports, key=lambda r: r["tokens_per_s"]))
         best["samples"] = [r["tokens_per_s"] for r in reports]
+        best["per_step_rounds"] = [r.get("per_step", {}) for r in reports]
+        best["per_step"] = report.median_per_step(best["per_step_rounds"])
         if key == "mixed":
             result["mixed"] = best
         else:
@@ -151,7 +156,7 @@ _ORDER = ("ceiling", "daemon32", "serial", "daemon1", "padded", "mixed")
 
 
 async def _interleaved(
-    target: str,
+    daemon: Daemon,
     baseline_runs: dict[str, Callable[[], float]],
     loads: dict[str, tuple[list[Any], int]],
     repeat: int,
@@ -159,9 +164,9 @@ async def _interleaved(
     from autoglm_client.loadgen import run_load
     from autoglm_server.bench.daemon import wait_ready
 
-    await wait_ready(target)
+    await wait_ready(daemon.target)
     # One short untimed run, so that the daemon's first-request costs are not in the figures.
-    await run_load(target, loads["mixed"][0][:2], concurrency=2)
+    await run_load(daemon.target, loads["mixed"][0][:2], concurrency=2)
     order = [k for k in _ORDER if k in baseline_runs or k in loads]
     order += [k for k in loads if k not in order]
     samples: dict[str, list[Any]] = {key: [] for key in order}
@@ -172,15 +177,20 @@ async def _interleaved(
                 samples[key].append(baseline_runs[key]())
             else:
                 requests, concurrency = loads[key]
-                samples[key].append(await _load(target, requests, concurrency))
+                samples[key].append(await _load(daemon, requests, concurrency))
     return samples
 
 
-async def _load(target: str, requests: list[Any], concurrency: int) -> dict[str, Any]:
+async def _load(daemon: Daemon, requests: list[Any], concurrency: int) -> dict[str, Any]:
     from autoglm_client.loadgen import run_load
+    from autoglm_server.bench import step_timers
 
-    report = await run_load(target, requests, concurrency=concurrency)
+    # The engine's step timers around the run: per step, the forward against the rest.
+    before = await asyncio.to_thread(step_timers.scrape, daemon.admin_url, daemon.pid)
+    report = await run_load(daemon.target, requests, concurrency=concurrency)
+    after = await asyncio.to_thread(step_timers.scrape, daemon.admin_url, daemon.pid)
     if report.errors:
         raise RuntimeError(f"the daemon answered errors: {report.errors}")
     result: dict[str, Any] = report.to_dict()
+    result["per_step"] = step_timers.per_step(before, after, daemon.pid)
     return result

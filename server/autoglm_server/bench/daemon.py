@@ -11,20 +11,31 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 _START_TIMEOUT_S = 600.0
 
 
+@dataclass(frozen=True)
+class Daemon:
+    """A daemon under test: its gRPC target, its admin URL (/metrics) and its pid."""
+
+    target: str
+    admin_url: str
+    pid: int
+
+
 @contextmanager
-def running_daemon(model: str, dtype: str, device: str, torch_threads: int, max_running: int) -> Iterator[str]:
-    """Start `autoglm-server serve` on 127.0.0.1 port 0; yield its target; stop it by pid."""
+def running_daemon(model: str, dtype: str, device: str, torch_threads: int, max_running: int) -> Iterator[Daemon]:
+    """Start `autoglm-server serve` on 127.0.0.1 port 0; yield where it serves; stop it by pid."""
     with tempfile.TemporaryDirectory(prefix="autoglm-bench-") as tmp:
         port_file = Path(tmp) / "ports.json"
         log_path = Path(tmp) / "daemon.log"
         command = [
             sys.executable, "-m", "autoglm_server", "serve",
-            "--auth", "disabled", "--listen", "127.0.0.1:0", "--admin-listen", "",
+            "--auth", "disabled", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+            "--admin-listen", "127.0.0.1:0",  # /metrics: the engine's step timers
             "--port-file", str(port_file), "--model", model, "--dtype", dtype, "--device", device,
             "--torch-threads", str(torch_threads), "--max-running", str(max_running),
             "--max-waiting", str(max(256, 4 * max_running)),
@@ -35,13 +46,13 @@ def running_daemon(model: str, dtype: str, device: str, torch_threads: int, max_
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         try:
-            target = _wait_for_port(process, port_file, log_path)
-            yield target
+            ports = _wait_for_port(process, port_file, log_path)
+            yield Daemon(f"127.0.0.1:{ports['grpc_port']}", f"http://127.0.0.1:{ports['admin_port']}", process.pid)
         finally:
             _stop(process)
 
 
-def _wait_for_port(process: subprocess.Popen[bytes], port_file: Path, log_path: Path) -> str:
+def _wait_for_port(process: subprocess.Popen[bytes], port_file: Path, log_path: Path) -> dict[str, int]:
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -49,11 +60,11 @@ def _wait_for_port(process: subprocess.Popen[bytes], port_file: Path, log_path: 
             raise RuntimeError(f"the daemon exited with {process.returncode} before serving:\n{tail}")
         if port_file.exists():
             try:
-                port = json.loads(port_file.read_text())["grpc_port"]
+                ports = json.loads(port_file.read_text())
+                if ports["grpc_port"] and ports["admin_port"]:
+                    return {"grpc_port": int(ports["grpc_port"]), "admin_port": int(ports["admin_port"])}
             except (ValueError, KeyError):
-                port = None  # written but not complete yet
-            if port:
-                return f"127.0.0.1:{port}"
+                pass  # written but not complete yet
         time.sleep(0.1)
     raise RuntimeError(f"the daemon did not serve within {_START_TIMEOUT_S:.0f} s")
 

@@ -107,7 +107,56 @@ def markdown(result: dict[str, Any]) -> str:
         rounds = ", ".join(f"{r:.2f}" for r in t.get("rounds", []))
         met = "yes" if t["met"] else "NO"
         lines.append(f"| {t['target']} | {t['ratio']:.2f} | {rounds} | {t['minimum']} | {met} |")
+    lines += per_step_markdown(result)
     return "\n".join(lines) + "\n"
+
+
+# The per-step columns of the report: (key in per_step, heading).
+PER_STEP_COLUMNS = (
+    ("step_ms", "step"),
+    ("forward_ms", "forward"),
+    ("non_forward_ms", "non-forward"),
+    ("schedule_ms", "schedule"),
+    ("sample_ms", "sample"),
+    ("output_ms", "output"),
+    ("handoff_ms", "handoff"),
+    ("deliver_ms", "loop: deliver"),
+    ("cpu_ms", "engine CPU"),
+    ("forward_cpu_ms", "forward CPU"),
+    ("loop_cpu_ms", "loop CPU"),
+    ("other_threads_cpu_ms", "other threads CPU"),
+)
+
+
+def median_per_step(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each per-step figure's median over the rounds that have it."""
+    keys = {k for r in rounds for k in r}
+    return {k: statistics.median(r[k] for r in rounds if k in r) for k in sorted(keys)}
+
+
+def per_step_markdown(result: dict[str, Any]) -> list[str]:
+    """The engine's per-step timers of each daemon run (medians over rounds), or nothing."""
+    runs = [(f"daemon at {r['concurrency']}", r.get("per_step") or {}) for r in result["daemon"]]
+    runs.append(("mixed at 32", result["mixed"].get("per_step") or {}))
+    if not any(figures for _, figures in runs):
+        return []
+    lines = [
+        "",
+        "Per engine step, ms (the engine's timers and per-thread CPU, median of the rounds): non-forward ="
+        " schedule + sample + output + handoff; the event loop's deliver overlaps the steps.",
+        "",
+        "| run | steps | " + " | ".join(heading for _, heading in PER_STEP_COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(PER_STEP_COLUMNS),
+    ]
+    for name, figures in runs:
+        if figures:
+            cells = [_fixed(figures.get(key)) for key, _ in PER_STEP_COLUMNS]
+            lines.append(f"| {name} | {figures.get('steps', 0):.0f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _fixed(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def _ms(value: float | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -236,3 +237,8 @@ class EngineStats:
     # their prefix index from it (vllm:cache_config_info); None where the engine has no blocks.
     kv_block_size: int | None = None
     kv_num_blocks: int | None = None
+    # The built-in engine's step timers (engine/builtin/timers.py): cumulative seconds per phase of
+    # its steps (forward, schedule, sample, output, handoff; deliver on the event loop; the engine
+    # thread's cpu and forward_cpu) and the steps they cover. None where the engine has none.
+    phase_seconds: Mapping[str, float] | None = None
+    timed_steps: int | None = None

@@ -296,6 +296,23 @@ class _EngineCollector(Collector):
                 counter = CounterMetricFamily(name, doc, labels=keys)
                 counter.add_metric(values, count)
                 yield counter
+        # Only the built-in engine times its steps (engine/builtin/timers.py).
+        if stats.phase_seconds is not None:
+            phases = CounterMetricFamily(
+                "autoglm_engine_phase_seconds",
+                "built-in engine: seconds spent per phase of its steps (forward, schedule, sample, output,"
+                " handoff; deliver on the event loop; cpu and forward_cpu are the engine thread's CPU time)",
+                labels=[*keys, "phase"],
+            )
+            for phase, seconds in stats.phase_seconds.items():
+                phases.add_metric([*values, phase], seconds)
+            yield phases
+        if stats.timed_steps is not None:
+            timed = CounterMetricFamily(
+                "autoglm_engine_timed_steps", "built-in engine: steps covered by the phase timers", labels=keys
+            )
+            timed.add_metric(values, stats.timed_steps)
+            yield timed
 
 
 def _gpu_memory_gauges(keys: list[str], values: list[str], stats: EngineStats) -> Iterator[Metric]:

@@ -1,15 +1,14 @@
 """The asyncio front end of the continuous-batching engine.
 
 One engine thread (EngineCore.run) steps the batch and hands new deltas to the event loop with a
-single `call_soon_threadsafe` for all requests. Each request has a mailbox that holds at most one
-pending delta: a slow consumer gets later deltas merged into it, so it never blocks the batch.
+single `call_soon_threadsafe` for all requests, gathered over up to `--stream-interval`
+(engine/builtin/outbox.py). Each request has a mailbox that holds at most one pending delta: a slow
+consumer gets later deltas merged into it, so it never blocks the batch.
 
-The hand-off gathers steps for up to `--stream-interval` (a request's first token, its last delta
-and errors go at once). The engine thread and the gRPC event loop share one interpreter lock, and
-every stream message costs the loop a fixed amount of Python (wake-up, servicer, protobuf, write)
-whatever it carries; for a small model that costs a decode step a large share of its time (measured
-in docs/benchmarks.md). Gathering a few steps' tokens into one message keeps the per-token cost of
-streaming low, while a slow model (steps longer than the interval) still streams every step.
+A hand-off made while the loop has not yet taken the previous one joins it instead of waking the
+loop again, and the wake-up itself is made by a thread of its own (engine/builtin/waker.py): the
+write to the loop's self-pipe releases the interpreter lock, and the engine thread would wait out
+the loop's whole turn (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -34,6 +34,7 @@ from autoglm_server.engine.builtin.core import EngineCore, Output
 from autoglm_server.engine.builtin.inputs import Glm4vInputs, InputStrategy, TextInputs
 from autoglm_server.engine.builtin.runner import FaultInjector, ModelRunner
 from autoglm_server.engine.builtin.scheduler import Limits
+from autoglm_server.engine.builtin.waker import LoopWaker
 from autoglm_server.engine.chat_template import BUILTIN_CHAT_TEMPLATE, ChatRenderer, read_template_file
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import (
@@ -78,39 +79,6 @@ class _Mailbox:
             return delta
         assert self.error is not None
         raise self.error
-
-
-class _Outbox:
-    """The engine thread's side of the hand-off: gathers steps' outputs for up to `interval` seconds.
-
-    A request's first output, any finished delta and any error make the gathered outputs go at
-    once, so time to first token, completion and failures are never delayed.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._held: list[Output] = []
-        self._since = 0.0
-        self._streaming: set[str] = set()  # requests that already sent their first output
-
-    def add(self, outputs: list[Output]) -> list[Output] | None:
-        """Take one step's outputs; return what should be handed to the loop now, if anything."""
-        now = time.monotonic()
-        if not self._held:
-            self._since = now
-        self._held.extend(outputs)
-        urgent = self._interval <= 0.0 or now - self._since >= self._interval
-        for request_id, item in outputs:
-            if isinstance(item, AutoglmError) or item.finished:
-                self._streaming.discard(request_id)
-                urgent = True
-            elif request_id not in self._streaming:
-                self._streaming.add(request_id)
-                urgent = True
-        if not urgent:
-            return None
-        ready, self._held = self._held, []
-        return ready
 
 
 class RequestStream:
@@ -194,7 +162,10 @@ class AsyncEngine:
         self._alive = False
         self._budget = 0
         self._description: ModelDescription | None = None
-        self._outbox = _Outbox(settings.stream_interval)
+        # Hand-offs the loop has not taken yet, and whether a wake-up to take them is on its way.
+        self._handoffs: deque[list[Output]] = deque()
+        self._wake_pending = False
+        self._waker: LoopWaker | None = None
         self._step_listener: Callable[[int], None] | None = None
         self._gpu_checks: tuple[gpu_memory.HeadroomCheck, ...] = ()
 
@@ -214,6 +185,7 @@ class AsyncEngine:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._waker = LoopWaker(self._loop, self._deliver)
         ready: asyncio.Future[EngineCore] = self._loop.create_future()
         # The engine thread loads the model, warms it up and steps it: it is the only thread that
         # runs torch. Each thread that runs a parallel operator gets its own OpenMP team, and with
@@ -222,7 +194,12 @@ class AsyncEngine:
         # docs/benchmarks.md and scripts/openmp_teams.py: a 1x768 matmul 84 us with one team, 198 with two).
         self._thread = threading.Thread(target=self._run, args=(ready,), name="autoglm-engine", daemon=True)
         self._thread.start()
-        core = await ready
+        try:
+            core = await ready
+        except BaseException:
+            self._waker.close()  # no engine thread will hand anything over
+            self._waker = None
+            raise
         assert self._loaded is not None
         self._front_tokenizer = copy.deepcopy(self._loaded.tokenizer)
         if self._loaded.image_processor is not None:
@@ -281,7 +258,9 @@ class AsyncEngine:
             max_running_per_tenant=settings.max_running_per_tenant,
             max_prefill_tokens=settings.max_prefill_tokens,
         )
-        core = EngineCore(runner, loaded.tokenizer, loaded.description.eos_token_ids, context, limits)
+        core = EngineCore(
+            runner, loaded.tokenizer, loaded.description.eos_token_ids, context, limits, settings.stream_interval
+        )
         core.warm_up()
         # Sized after the warm-up, so that free memory already accounts for the model's workspace.
         self._budget = memory.token_budget(settings, loaded.model, runner.device, context)
@@ -353,17 +332,27 @@ class AsyncEngine:
                 self._loop.call_soon_threadsafe(self._fail_all, error)
 
     def _emit(self, outputs: list[Output]) -> None:
-        assert self._loop is not None
-        ready = self._outbox.add(outputs)
-        if ready:
-            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-                self._loop.call_soon_threadsafe(self._deliver, ready)
+        """On the engine thread: hand a step's outputs to the loop, waking it only if it is not already due."""
+        assert self._waker is not None
+        # Append first, then look at the flag: the loop clears the flag before it takes, so a hand-off
+        # that finds the flag set is taken by the drain on its way.
+        self._handoffs.append(outputs)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._waker.wake()
 
-    def _deliver(self, outputs: list[Output]) -> None:
-        for request_id, item in outputs:
-            mailbox = self._mailboxes.get(request_id)
-            if mailbox is not None:
-                mailbox.put(item)
+    def _deliver(self) -> None:
+        """On the loop: put every pending hand-off's outputs into their mailboxes, in order."""
+        started = time.perf_counter()
+        self._wake_pending = False
+        handoffs, mailboxes = self._handoffs, self._mailboxes
+        while handoffs:
+            for request_id, item in handoffs.popleft():
+                mailbox = mailboxes.get(request_id)
+                if mailbox is not None:
+                    mailbox.put(item)
+        if self._core is not None:
+            self._core.timers.deliver += time.perf_counter() - started
 
     def _release(self, request_id: str, key: str, abort: bool) -> None:
         self._mailboxes.pop(key, None)
@@ -448,6 +437,8 @@ class AsyncEngine:
                 steps=core.steps,
                 alive=self._alive,
                 gpu_memory=self._gpu_checks,
+                phase_seconds=core.timers.snapshot(),
+                timed_steps=core.timers.steps,
             )
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:
@@ -464,6 +455,9 @@ class AsyncEngine:
             self._core.wakeup.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
         self._alive = False
         self._fail_all(UnavailableError("the engine shut down"))
         self._core = None

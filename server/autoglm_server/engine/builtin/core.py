@@ -17,11 +17,13 @@ from typing import Any
 import torch
 
 from autoglm_server.engine.builtin.detokenize import DetokenizerFactory
+from autoglm_server.engine.builtin.outbox import Outbox
 from autoglm_server.engine.builtin.prefill import prefill_groups
 from autoglm_server.engine.builtin.runner import KVBatch, ModelRunner
 from autoglm_server.engine.builtin.sampling import RowSampling, sample
 from autoglm_server.engine.builtin.scheduler import Limits, Scheduler, Ticket
 from autoglm_server.engine.builtin.sequence import Sequence
+from autoglm_server.engine.builtin.timers import StepTimers
 from autoglm_server.engine.types import FinishReason, GenerationDelta, GenerationRequest, TokenLogprob, Usage
 from autoglm_server.errors import (
     AutoglmError,
@@ -42,7 +44,13 @@ class EngineCore:
     """Scheduler, running sequences and their KV batch."""
 
     def __init__(
-        self, runner: ModelRunner, tokenizer: Any, eos_ids: tuple[int, ...], context: int, limits: Limits
+        self,
+        runner: ModelRunner,
+        tokenizer: Any,
+        eos_ids: tuple[int, ...],
+        context: int,
+        limits: Limits,
+        stream_interval: float = 0.0,
     ) -> None:
         self.runner = runner
         self.detokenizers = DetokenizerFactory(tokenizer)
@@ -59,6 +67,10 @@ class EngineCore:
         self._rows: list[Sequence] = []
         self._batch: KVBatch | None = None
         self.step_listener: StepListener | None = None
+        self.timers = StepTimers()
+        self.outbox = Outbox(stream_interval)
+        self._gathered = False  # some running row holds tokens not handed over yet
+        self._next_deadline: float | None = None  # the earliest deadline of a running row
 
     @property
     def batch_rows(self) -> int:
@@ -106,9 +118,12 @@ class EngineCore:
                 self.wakeup.wait(0.5)
                 self.wakeup.clear()
                 continue
+            self.timers.start()
             outputs = self.step()
+            self.timers.lap("schedule")
             if outputs:
                 emit(outputs)
+            self.timers.stop()
 
     def _idle(self) -> bool:
         with self.lock:
@@ -134,16 +149,25 @@ class EngineCore:
             self._prefill(joining, now, outputs)
         elif self._rows:
             self._decode(outputs)
+        if self._gathered and self.outbox.due(time.monotonic()):
+            for row in self._rows:
+                if row.pending:
+                    outputs.append((row.request_id, row.take()))
+            self._gathered = False
         return outputs
 
     def _drop(self, aborted: set[str], now: float, outputs: list[Output]) -> None:
         """Remove cancelled rows and rows past their deadline."""
+        if not aborted and (self._next_deadline is None or self._next_deadline > now):
+            return  # the common step: nothing to look at row by row
         keep: list[int] = []
         for i, row in enumerate(self._rows):
             deadline = row.request.deadline
             if row.request_id in aborted:
-                outputs.append((row.request_id, row.close(GenerationDelta(), FinishReason.CANCELLED)))
+                outputs.append((row.request_id, row.close(row.take(), FinishReason.CANCELLED)))
             elif deadline is not None and deadline <= now:
+                if row.pending:  # tokens produced before the failure still go out first
+                    outputs.append((row.request_id, row.take()))
                 outputs.append((row.request_id, DeadlineExceededError("the request's deadline passed")))
                 with self.lock:
                     self.scheduler.finish(row.request_id)
@@ -164,6 +188,11 @@ class EngineCore:
             self._out_of_memory(rows, outputs)
             return
         self._rows, self._batch = rows, batch
+        self._rows_changed()
+
+    def _rows_changed(self) -> None:
+        deadlines = [row.request.deadline for row in self._rows if row.request.deadline is not None]
+        self._next_deadline = min(deadlines, default=None)
 
     def _prefill(self, joining: list[GenerationRequest], now: float, outputs: list[Output]) -> None:
         lengths = [len(request.prompt_token_ids) for request in joining]
@@ -178,15 +207,20 @@ class EngineCore:
         return Sequence(request, self.detokenizers, self._eos, self.context, sampling, admitted_at=now)
 
     def _prefill_group(self, rows: list[Sequence], outputs: list[Output]) -> None:
+        timers = self.timers
         try:
+            timers.forward_started()
             logits, kv = self.runner.prefill(
                 [r.request.prompt_token_ids for r in rows], [r.request.images for r in rows]
             )
+            timers.forward_ended()
             tokens, logprobs = sample(logits, [r.sampling for r in rows])
             self.runner.set_last_tokens(kv, tokens)
+            timers.lap("sample")
             # A merge that runs out of memory leaves the running batch as it was: only the
             # joining rows fail, before any of their tokens went out.
             batch = self.runner.merge(self._batch, kv)
+            timers.lap("schedule")  # batch bookkeeping
         except torch.OutOfMemoryError:
             self._out_of_memory(rows, outputs)
             return
@@ -196,21 +230,28 @@ class EngineCore:
             return
         self._stepped(len(rows))
         self._append(rows, tokens, logprobs, outputs)
+        timers.lap("output")
         self._batch = batch
         self._rows.extend(rows)
+        self._rows_changed()
 
     def _decode(self, outputs: list[Output]) -> None:
         assert self._batch is not None
+        timers = self.timers
         try:
+            timers.forward_started()
             logits = self.runner.decode(self._batch)
+            timers.forward_ended()
             tokens, logprobs = sample(logits, [r.sampling for r in self._rows])
             self.runner.set_last_tokens(self._batch, tokens)
+            timers.lap("sample")
         except torch.OutOfMemoryError:
             rows, self._rows, self._batch = self._rows, [], None
             self._out_of_memory(rows, outputs)
             return
         self._stepped(len(self._rows))
         self._append(self._rows, tokens, logprobs, outputs)
+        timers.lap("output")
         self._retire(outputs)
 
     def _stepped(self, batch_size: int) -> None:
@@ -226,7 +267,13 @@ class EngineCore:
     ) -> None:
         now = time.monotonic()
         for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
-            outputs.append((row.request_id, row.append(token, logprob, now)))
+            first = row.first_token_at is None
+            last = row.append(token, logprob, now)
+            if last is not None:
+                outputs.append((row.request_id, last))
+            elif first:  # time to first token is never delayed: this delta goes now, alone
+                outputs.append((row.request_id, row.take()))
+        self._gathered = True
 
     def _retire(self, outputs: list[Output]) -> None:
         """Drop finished rows at once and return their reservations."""
@@ -244,6 +291,8 @@ class EngineCore:
             for row in rows:
                 self.scheduler.finish(row.request_id)
         for row in rows:
+            if row.pending:  # tokens produced before the failure still go out first
+                outputs.append((row.request_id, row.take()))
             outputs.append((row.request_id, error()))
 
     def _out_of_memory(self, rows: list[Sequence], outputs: list[Output]) -> None:

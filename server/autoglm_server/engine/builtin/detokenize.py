@@ -46,6 +46,10 @@ class IncrementalDetokenizer:
         self._prefix_text = self._decode(self._prefix, self._read)
         return delta
 
+    def steps(self, token_ids: list[int]) -> str:
+        """Add several tokens; the text they made available (as many `step` calls would)."""
+        return "".join([self.step(token_id) for token_id in token_ids])
+
     def flush(self) -> str:
         """The rest of the text at the end of the stream (an incomplete character decodes as U+FFFD)."""
         text = self._decode(self._prefix)
@@ -57,6 +61,8 @@ class IncrementalDetokenizer:
 
 class Detokenizer(Protocol):
     def step(self, token_id: int) -> str: ...
+
+    def steps(self, token_ids: list[int]) -> str: ...
 
     def flush(self) -> str: ...
 
@@ -71,6 +77,13 @@ class ByteDetokenizer:
     def step(self, token_id: int) -> str:
         data = self._table[token_id] if 0 <= token_id < len(self._table) else b""
         text: str = self._decoder.decode(data)
+        return text
+
+    def steps(self, token_ids: list[int]) -> str:
+        # One decoder call for a flush's tokens: the incremental decoder's output does not depend on
+        # how its input is split.
+        table, size = self._table, len(self._table)
+        text: str = self._decoder.decode(b"".join([table[t] if 0 <= t < size else b"" for t in token_ids]))
         return text
 
     def flush(self) -> str:

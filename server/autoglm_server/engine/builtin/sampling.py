@@ -33,6 +33,8 @@ class RowSampling:
     output_ids: list[int] = field(default_factory=list)
     output_counts: list[int] = field(default_factory=list)
     slots: dict[int, int] = field(default_factory=dict)
+    # Greedy with no penalty and no logprobs: the row's token is the argmax of its raw logits.
+    plain: bool = False
 
     @classmethod
     def create(
@@ -46,7 +48,9 @@ class RowSampling:
             else:
                 generator.seed()
         seen = list(prompt) if options.repetition_penalty != 1.0 else []
-        return cls(options, generator, logprobs, top, seen)
+        row = cls(options, generator, logprobs, top, seen)
+        row.plain = options.greedy and not logprobs and options.repetition_penalty == 1.0 and not row.counts_output
+        return row
 
     @property
     def counts_output(self) -> bool:
@@ -131,6 +135,10 @@ def _filter_top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[floa
 
 def sample(logits: torch.Tensor, rows: list[RowSampling]) -> tuple[list[int], list[TokenLogprob | None]]:
     """Pick one token per row from `logits` [rows, vocab]; also the logprobs rows asked for."""
+    if all(row.plain for row in rows):
+        # The common case (greedy, nothing else asked) in one operator and one read of the result.
+        plain: list[int] = logits.argmax(dim=-1).tolist()
+        return plain, [None] * len(rows)
     raw = logits.float()
     work = apply_penalties(raw, rows)
     chosen = work.argmax(dim=-1)

@@ -21,6 +21,11 @@ class Sequence:
 
     Every sampled token is reported in `token_ids` (an EOS or stop token too, as generate() returns
     it); the text never contains special tokens, a stop token's text, or a stop string.
+
+    Tokens gather here between hand-offs to the event loop: a step only records its token and checks
+    the token-level stops, and `take` builds one delta of everything since the last one. A request
+    without stop strings is detokenized only then, all its gathered tokens at once; one with stop
+    strings is detokenized at every step, since its text decides when it ends.
     """
 
     def __init__(
@@ -39,33 +44,65 @@ class Sequence:
         self.admitted_at = admitted_at
         self.first_token_at: float | None = None
         self._eos = frozenset() if request.ignore_eos else eos_token_ids
-        self._context_limit = context_limit
+        self._stop_ids = frozenset(request.stop_token_ids)
+        # The output length at which the request ends: max_new_tokens, or the context's end first.
+        self._limit = min(request.max_new_tokens, context_limit - len(request.prompt_token_ids))
+        self._observe = sampling.options.repetition_penalty != 1.0 or sampling.counts_output
         self._detok = detokenizers.create(request.prompt_token_ids)
         self._stops = StopMatcher(request.stop_strings)
+        self._text_stops = any(request.stop_strings)
+        # Gathered since the last delta: the sampled tokens, their logprobs, and either their text
+        # (with stop strings) or the tokens still to detokenize (without).
+        self._ids: list[int] = []
+        self._logprobs: list[TokenLogprob] = []
+        self._text: list[str] = []
+        self._undecoded: list[int] = []
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
 
-    def append(self, token_id: int, logprob: TokenLogprob | None, now: float) -> GenerationDelta:
-        """Record one sampled token; the delta says what to emit and whether the request is done."""
+    @property
+    def pending(self) -> bool:
+        """Whether tokens gathered since the last delta wait to be taken."""
+        return bool(self._ids)
+
+    def append(self, token_id: int, logprob: TokenLogprob | None, now: float) -> GenerationDelta | None:
+        """Record one sampled token; returns the request's last delta when it is done, else None."""
         if self.first_token_at is None:
             self.first_token_at = now
         self.generated.append(token_id)
-        self.sampling.observe(token_id)
-        delta = GenerationDelta(token_ids=[token_id], logprobs=[logprob] if logprob is not None else [])
+        if self._observe:
+            self.sampling.observe(token_id)
+        self._ids.append(token_id)
+        if logprob is not None:
+            self._logprobs.append(logprob)
         if token_id in self._eos:
-            return self._finish(delta, FinishReason.EOS_TOKEN)
-        if token_id in self.request.stop_token_ids:
-            return self._finish(delta, FinishReason.STOP_TOKEN)
-        delta.text, matched = self._stops.feed(self._detok.step(token_id))
-        if matched is not None:
-            delta.matched_stop = matched
-            return self._finish(delta, FinishReason.STOP_SEQUENCE, flush=False)
-        if len(self.generated) >= self.request.max_new_tokens:
-            return self._finish(delta, FinishReason.LENGTH)
-        if len(self.request.prompt_token_ids) + len(self.generated) >= self._context_limit:
-            return self._finish(delta, FinishReason.CONTEXT_LENGTH)
+            return self._finish(self.take(), FinishReason.EOS_TOKEN)
+        if token_id in self._stop_ids:
+            return self._finish(self.take(), FinishReason.STOP_TOKEN)
+        if self._text_stops:
+            text, matched = self._stops.feed(self._detok.step(token_id))
+            self._text.append(text)
+            if matched is not None:
+                delta = self.take()
+                delta.matched_stop = matched
+                return self._finish(delta, FinishReason.STOP_SEQUENCE, flush=False)
+        else:
+            self._undecoded.append(token_id)
+        produced = len(self.generated)
+        if produced >= self._limit:
+            reason = FinishReason.LENGTH if produced >= self.request.max_new_tokens else FinishReason.CONTEXT_LENGTH
+            return self._finish(self.take(), reason)
+        return None
+
+    def take(self) -> GenerationDelta:
+        """The tokens (and their text) gathered since the last delta, as one delta."""
+        if self._undecoded:
+            self._text.append(self._detok.steps(self._undecoded))
+            self._undecoded = []
+        delta = GenerationDelta(text="".join(self._text), token_ids=self._ids, logprobs=self._logprobs)
+        self._ids, self._logprobs, self._text = [], [], []
         return delta
 
     def _finish(self, delta: GenerationDelta, reason: FinishReason, flush: bool = True) -> GenerationDelta:
