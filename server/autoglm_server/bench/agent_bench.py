@@ -37,7 +37,10 @@ log = logging.getLogger("autoglm_server.bench")
 BUILTIN = "builtin"
 PREFIX_ON = "vllm prefix cache on"
 PREFIX_OFF = "vllm prefix cache off"
-TTFT_TARGET = 0.3  # step-10 TTFT with prefix caching / without, at most
+TTFT_TARGET = 0.3  # step-10 TTFT with prefix caching / without, at most (text histories)
+# With a new screenshot per step the cache can hold only what precedes it (Open-AutoGLM drops the
+# previous screenshot), so the floor is 1 - cached share (~0.5): the target is that caching never costs.
+TTFT_TARGET_SCREENSHOTS = 1.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -226,13 +229,14 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     ratio = round(statistics.median(ratios), 3)  # judged as shown
     steps = result["workload"]["steps"]
+    maximum = TTFT_TARGET_SCREENSHOTS if result["workload"].get("vision") else TTFT_TARGET
     return [
         {
             "target": f"step-{steps} TTFT p50, prefix cache on / off",
             "ratio": ratio,
             "rounds": [round(r, 3) for r in ratios],
-            "maximum": TTFT_TARGET,
-            "met": ratio <= TTFT_TARGET,
+            "maximum": maximum,
+            "met": ratio <= maximum,
         }
     ]
 
