@@ -83,7 +83,8 @@ def test_the_cli_runs_the_builtin_agent_workload_and_writes_its_report(tmp_path:
     assert summary[0]["prompt_tokens_mean"] < summary[1]["prompt_tokens_mean"]
     assert data["targets"] == []
     table = (tmp_path / "agent.md").read_text()
-    assert "| step | prompt tokens | builtin TTFT | builtin e2e |" in table
+    assert "| step | prompt tokens | builtin TTFT | builtin TTFT p95 | builtin e2e |" in table
+    assert "Generated tokens/s" in table
 
 
 def _alive(pid: int) -> bool:

@@ -73,6 +73,17 @@ def test_the_agent_target_compares_the_last_step_with_and_without_the_prefix_cac
     assert agent_bench.targets({"workload": {"steps": 1}, "runs": {agent_bench.BUILTIN: []}}) == []
 
 
+def test_with_screenshots_the_agent_target_is_that_the_cache_never_costs() -> None:
+    runs = {agent_bench.PREFIX_ON: [_agent_round(70.0)], agent_bench.PREFIX_OFF: [_agent_round(100.0)]}
+    (met,) = agent_bench.targets({"workload": {"steps": 1, "vision": True}, "runs": runs})
+    assert (met["ratio"], met["maximum"], met["met"]) == (0.7, 1.0, True)
+    (text,) = agent_bench.targets({"workload": {"steps": 1, "vision": False}, "runs": runs})
+    assert (text["maximum"], text["met"]) == (0.3, False)
+    slower = {agent_bench.PREFIX_ON: [_agent_round(110.0)], agent_bench.PREFIX_OFF: [_agent_round(100.0)]}
+    (missed,) = agent_bench.targets({"workload": {"steps": 1, "vision": True}, "runs": slower})
+    assert not missed["met"]
+
+
 def _agent_result(
     runs: dict[str, Any], summary: dict[str, Any], target: str, *, sessions: int, steps: int, rounds: int
 ) -> dict[str, Any]:

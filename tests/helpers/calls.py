@@ -1,4 +1,4 @@
-"""Drive one Generate call over raw grpc.aio stubs and record how it ended in a Ledger.
+"""Drive one Generate (or Chat) call over raw grpc.aio stubs and record how it ended in a Ledger.
 
 Raw stubs (not the SDK) so that a scenario controls exactly when a call is cancelled, how slowly
 its stream is read, and which metadata it carries, and sees the status the server sent.
@@ -28,12 +28,19 @@ class CallPlan:
     """How to make and read one call."""
 
     label: str
-    request: pb.GenerateRequest
+    request: pb.GenerateRequest | pb.ChatRequest  # a ChatRequest goes to Chat (e.g. with a screenshot)
     timeout_s: float | None = None
     cancel_after_s: float | None = None  # cancel this long after sending (queued, prefill or decode)
     cancel_after_chunks: int | None = None  # cancel once this many chunks arrived
     read_delay_s: float = 0.0  # sleep between reading messages (a slow consumer)
     metadata: Sequence[tuple[str, str]] = ()
+
+
+def chat_with_image(prompt: str, image: bytes, max_new_tokens: int = 8, *, ignore_eos: bool = True) -> pb.ChatRequest:
+    """A Chat call whose user turn is an image (encoded bytes) and then `prompt`, as an agent step is."""
+    content = [pb.ContentPart(image=pb.Image(data=image)), pb.ContentPart(text=prompt)]
+    message = pb.ChatMessage(role=pb.CHAT_ROLE_USER, content=content)
+    return pb.ChatRequest(messages=[message], max_new_tokens=max_new_tokens, ignore_eos=ignore_eos)
 
 
 def request(
@@ -63,7 +70,8 @@ async def run_call(service: pb_grpc.GenerationServiceStub, plan: CallPlan, ledge
     outcome = ledger.open(
         Outcome(label=plan.label, sent_at=time.monotonic(), deadline_s=plan.timeout_s, max_new_tokens=max_new)
     )
-    call = service.Generate(plan.request, timeout=plan.timeout_s, metadata=tuple(plan.metadata) or None)
+    method = service.Chat if isinstance(plan.request, pb.ChatRequest) else service.Generate
+    call = method(plan.request, timeout=plan.timeout_s, metadata=tuple(plan.metadata) or None)
     guard = (plan.timeout_s + GUARD_SLACK_S) if plan.timeout_s is not None else GUARD_S
     timer = None
     if plan.cancel_after_s is not None:
@@ -118,7 +126,7 @@ async def _read(call: grpc.aio.UnaryStreamCall, plan: CallPlan, outcome: Outcome
     outcome.message = await call.details() or ""
 
 
-def _absorb(message: pb.GenerateResponse, outcome: Outcome) -> None:
+def _absorb(message: pb.GenerateResponse | pb.ChatResponse, outcome: Outcome) -> None:
     kind = message.WhichOneof("kind")
     if kind == "started":
         outcome.started = True

@@ -1,9 +1,12 @@
-"""The two daemons this folder's modules share (starting one costs most of a module's time on a small
-machine): one with auth on (a real OpenBao) and traces to an OTLP receiver; one over the vision
-stand-in (vision_standin.py) with one batch row, no queue and low image caps, auth off.
+"""The daemons this folder's modules share (starting one costs most of a module's time on a small
+machine): one with auth on (a real OpenBao) and traces to an OTLP receiver; and a vision daemon with
+one batch row, no queue and low image caps, auth off, in two kinds (`vision_backend`): over the vision
+stand-in (vision_standin.py, builtin:tiny rendering images as text) and over builtin:glm4v-tiny, the
+real GLM-4.1V `make serve` starts. The hostile-image, overload and cancel tests run against both, so
+the image rules, 429s and freed rows are those of a real vision tower too.
 
-The drain test (test_overload_and_cancel.py) stops the stand-in daemon: the hook below runs it after
-every other test of this folder, whatever order the files were named in."""
+The drain test (test_overload_and_cancel.py) stops the vision daemon: the hook below runs it after
+every other test of its kind in this folder, whatever order the files were named in."""
 
 from __future__ import annotations
 
@@ -26,15 +29,20 @@ DRAIN_TEST = "test_draining_health_is_503_and_new_calls_are_refused_while_a_stre
 HERE = Path(__file__).parent
 
 
+@pytest.hookimpl(trylast=True)  # after pytest grouped the items by vision_backend
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move the drain test behind the last test of this folder (it ends the shared stand-in daemon)."""
-    drain = [item for item in items if item.name == DRAIN_TEST]
-    if not drain:
-        return
-    items.remove(drain[0])
-    ours = [index for index, item in enumerate(items) if HERE in item.path.parents]
-    last = ours[-1] if ours else len(items) - 1
-    items.insert(last + 1, drain[0])
+    """Move each drain test behind the last test of this folder on the same vision daemon (it ends it)."""
+    for drain in [item for item in items if item.name.split("[")[0] == DRAIN_TEST]:
+        backend = _backend(drain)
+        items.remove(drain)
+        ours = [index for index, item in enumerate(items) if HERE in item.path.parents and _backend(item) == backend]
+        last = ours[-1] if ours else len(items) - 1
+        items.insert(last + 1, drain)
+
+
+def _backend(item: pytest.Item) -> object:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("vision_backend") if callspec is not None else None
 
 
 @dataclass(frozen=True)
@@ -75,13 +83,26 @@ def auth_daemon(vault_server: OpenBao, receiver: OtlpReceiver) -> Iterator[Daemo
         yield running
 
 
+VISION_BACKENDS = ("standin", "glm4v")
+
+
+@pytest.fixture(scope="package", params=VISION_BACKENDS)
+def vision_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="package")
-def standin_daemon() -> Iterator[Daemon]:
-    """builtin:tiny behind the vision stand-in, as autoglm-phone-9b: --max-running 1 --max-waiting 0,
-    image caps from the daemon's own flags, prompts logged (to see what the engine was given)."""
+def vision_daemon(vision_backend: str) -> Iterator[Daemon]:
+    """As autoglm-phone-9b: --max-running 1 --max-waiting 0, image caps from the daemon's own flags,
+    prompts logged (to see what the engine was given); builtin:tiny behind the vision stand-in, or
+    builtin:glm4v-tiny itself."""
     args = ["--auth", "disabled", "--served-model-name", SERVED, "--log-format", "json", "--log-prompts"]
     args += ["--max-running", "1", "--max-waiting", "0"]
     args += ["--max-image-bytes", str(MAX_IMAGE_BYTES), "--limit-images-per-request", str(IMAGES_PER_REQUEST)]
     args += ["--max-request-bytes", str(MAX_REQUEST_BYTES)]
+    if vision_backend == "glm4v":
+        with running_daemon("--model", "builtin:glm4v-tiny", *args) as running:
+            yield running
+        return
     with running_module_daemon("tests.openai.vision_standin", *args) as running:
         yield running

@@ -1,10 +1,12 @@
 """Hostile images over HTTP, through the openai SDK, to a daemon that takes images.
 
-The daemon is the real one over a STAND-IN for a vision engine (vision_standin.py: builtin:tiny
-reporting supports_images, each image rendered as a `<image WxH>` placeholder); its caps come from
-its own flags (conftest.py): --max-image-bytes 200000, --limit-images-per-request 2,
---max-request-bytes 1 MiB. A good image is served (the control), so that each refusal below is an
-image rule's, with its status (400, or 413 for a size cap) and the field it names.
+The daemon is the real one, twice (conftest.py, `vision_backend`): over a STAND-IN for a vision engine
+(vision_standin.py: builtin:tiny reporting supports_images, each image rendered as a `<image WxH>`
+placeholder), and over builtin:glm4v-tiny (a real GLM-4.1V: its image processor and vision tower).
+The codes are the same on both, and the same as on the vLLM engine, which shares the image pipeline
+and the vision chat renderer. Its caps come from its own flags: --max-image-bytes 200000,
+--limit-images-per-request 2, --max-request-bytes 1 MiB. A good image is served (the control), so that
+each refusal below is an image rule's, with its status (400, or 413 for a size cap) and the field it names.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ def _png(width: int = 64, height: int = 48) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def client(standin_daemon: Daemon) -> Iterator[openai.OpenAI]:
-    with sdk(standin_daemon, "unused") as connected:
+def client(vision_daemon: Daemon) -> Iterator[openai.OpenAI]:
+    with sdk(vision_daemon, "unused") as connected:
         yield connected
 
 
@@ -81,7 +83,9 @@ def _refused(client: openai.OpenAI, messages: list[Any], status: int) -> dict[st
 
 
 @pytest.mark.parametrize(("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
-def test_a_good_image_is_served(standin_daemon: Daemon, client: openai.OpenAI, fmt: str, mime: str) -> None:
+def test_a_good_image_is_served(
+    vision_daemon: Daemon, vision_backend: str, client: openai.OpenAI, fmt: str, mime: str
+) -> None:
     url = samples.data_url(samples.small(fmt, (64, 48)), mime)
     text_only = client.chat.completions.create(model=SERVED, messages=_messages(), max_tokens=2)
     reply = client.chat.completions.create(
@@ -91,10 +95,11 @@ def test_a_good_image_is_served(standin_daemon: Daemon, client: openai.OpenAI, f
     assert text_only.usage is not None
     assert reply.usage.completion_tokens == 2
     assert reply.usage.prompt_tokens > text_only.usage.prompt_tokens
-    # The engine was given the decoded image (its size, in the stand-in's placeholder), not the URL.
-    mark = placeholder(64, 48)
+    # The engine was given the decoded image, not the URL: the stand-in names its size in a placeholder,
+    # GLM-4.1V's template writes its image token (which the engine expands into the image's patches).
+    mark = placeholder(64, 48) if vision_backend == "standin" else "<|begin_of_image|><|image|><|end_of_image|>"
     line = wait_for(
-        lambda: next((entry for entry in log_lines(standin_daemon) if mark in str(entry.get("prompt_text"))), None),
+        lambda: next((entry for entry in log_lines(vision_daemon) if mark in str(entry.get("prompt_text"))), None),
         timeout=10,
         what=f"a logged prompt with {mark}",
     )
@@ -184,7 +189,7 @@ def test_http_and_file_urls_are_refused_and_never_contacted(
     assert listener.connections == 1
 
 
-def test_a_body_over_max_request_bytes_is_413(standin_daemon: Daemon, client: openai.OpenAI) -> None:
+def test_a_body_over_max_request_bytes_is_413(vision_daemon: Daemon, client: openai.OpenAI) -> None:
     big = samples.data_url(b"\x00" * MAX_REQUEST_BYTES, "image/png")  # ~1.4 MB of base64: over the body cap
     error = _refused(client, _messages(big), 413)
     assert error["param"] == "body"
@@ -200,7 +205,7 @@ def test_a_body_over_max_request_bytes_is_413(standin_daemon: Daemon, client: op
 
     with httpx2.Client(timeout=60) as http:
         response = http.post(
-            f"{root_url(standin_daemon)}/v1/chat/completions",
+            f"{root_url(vision_daemon)}/v1/chat/completions",
             content=body(),
             headers={"content-type": "application/json"},
         )
@@ -214,3 +219,14 @@ def test_raw_base64_garbage_is_400(client: openai.OpenAI) -> None:
     payload = base64.b64encode(_png()).decode()[:-3] + "*=="
     error = _refused(client, _messages(f"data:image/png;base64,{payload}"), 400)
     assert "not valid base64" in error["message"]
+
+
+def test_an_image_the_models_processor_refuses_is_400(vision_backend: str, client: openai.OpenAI) -> None:
+    """GLM-4.1V's image processor refuses an aspect ratio over 200; the stand-in has no processor."""
+    if vision_backend == "standin":
+        pytest.skip("the stand-in renders images as text: no image processor to refuse one")
+    strip = samples.data_url(samples.encode(samples.screenshot(5000, 20), "PNG"), "image/png")
+    error = _refused(client, _messages(strip), 400)
+    assert error["param"] == "messages"
+    assert "the model's image processor refused an image" in error["message"]
+    assert "200" in error["message"]

@@ -1,6 +1,8 @@
 """Overload, abandoned calls and drain over HTTP, on a daemon with one batch row and no queue
-(--max-running 1 --max-waiting 0; auth off, it is not what these tests are about; the daemon is the
-vision stand-in's, shared with test_hostile_images.py, and sends no images here).
+(--max-running 1 --max-waiting 0; auth off, it is not what these tests are about). The daemon is the
+vision daemon shared with test_hostile_images.py, in both its kinds (the stand-in over builtin:tiny,
+and builtin:glm4v-tiny), and each call carries a small screenshot, as an agent step does: the codes
+are those the vLLM engine gives (tests/vllm/test_daemon.py), and no row stays taken afterwards.
 
 With one row and no queue the engine's state is easy to read from /metrics: a call that holds the
 row shows as autoglm_requests_running 1, and any second call is refused with 429 until the row is free
@@ -22,16 +24,24 @@ import pytest
 from tests.helpers.daemon import Daemon
 from tests.helpers.scrape import Snapshot, scrape
 from tests.openai.support import SERVED, async_sdk, error_body, root_url, sdk, wait_for, wait_for_metrics
+from tests.serving import image_samples as samples
 
-MESSAGES: list[Any] = [{"role": "user", "content": "Open settings"}]
+# 112x224: 32 visual tokens on GLM-4.1V, so a prefill is short and a held row is all decode.
+SCREEN = samples.data_url(samples.encode(samples.screenshot(112, 224), "PNG"), "image/png")
+MESSAGES: list[Any] = [
+    {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": SCREEN}}, {"type": "text", "text": "Open settings"}],
+    }
+]
 LONG = 2000  # tokens: far longer than any test waits, so a call that holds the row holds it until closed
 IGNORE_EOS = {"ignore_eos": True}
 CHAT_ROUTE = "/v1/chat/completions"
 
 
 @pytest.fixture(scope="module")
-def daemon(standin_daemon: Daemon) -> Daemon:
-    return standin_daemon  # --max-running 1 --max-waiting 0, auth off (conftest.py)
+def daemon(vision_daemon: Daemon) -> Daemon:
+    return vision_daemon  # --max-running 1 --max-waiting 0, auth off, stand-in or GLM-4.1V (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,16 @@ def generate_codes(snapshot: Snapshot) -> dict[str, float]:
     return out
 
 
+def grpc_stream_codes(snapshot: Snapshot) -> dict[str, float]:
+    """autoglm_requests_total of the gRPC streaming calls (Generate and Chat), by code."""
+    out: dict[str, float] = {}
+    for (name, labels), value in snapshot.samples.items():
+        found = dict(labels)
+        if name == "autoglm_requests_total" and found.get("method", "").endswith(("/Generate", "/Chat")):
+            out[found["code"]] = out.get(found["code"], 0.0) + value
+    return out
+
+
 # The HTTP routes that generate (their requests_total series carry protocol="http").
 HTTP_GENERATE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
 

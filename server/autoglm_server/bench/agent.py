@@ -173,6 +173,17 @@ def _mean_cached(samples: Sequence[StepSample]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile with linear interpolation between order statistics (None without values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    at = q * (len(ordered) - 1)
+    low = int(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+
+
 def per_step(samples: Sequence[StepSample], steps: int) -> list[dict[str, Any]]:
     """For each step: TTFT and end-to-end percentiles over the sessions, the prompt's size, and how
     much of it the server's prefix cache served (None when the server does not report it)."""
@@ -186,6 +197,7 @@ def per_step(samples: Sequence[StepSample], steps: int) -> list[dict[str, Any]]:
                 "sessions": len(mine),
                 "errors": len(failed),
                 "ttft_ms": Percentiles.of([s.ttft_ms for s in mine]).to_dict(),
+                "ttft_p95_ms": _quantile([s.ttft_ms for s in mine], 0.95),
                 "e2e_ms": Percentiles.of([s.e2e_ms for s in mine]).to_dict(),
                 "prompt_tokens_mean": sum(s.prompt_tokens for s in mine) / len(mine) if mine else 0.0,
                 "completion_tokens_mean": sum(s.completion_tokens for s in mine) / len(mine) if mine else 0.0,
@@ -217,6 +229,8 @@ async def run_agent(base_url: str, workload: AgentWorkload, *, api_key: str = "u
     return {
         "model": model,
         "duration_s": duration,
+        # Generated tokens of all sessions over the run's wall time (prefill time included).
+        "tokens_per_s": sum(sample.completion_tokens for sample in samples) / duration if duration > 0 else 0.0,
         "steps": per_step(samples, workload.steps),
         "samples": [asdict(s) for s in samples],
     }

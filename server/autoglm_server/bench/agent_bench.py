@@ -1,5 +1,6 @@
 """`autoglm-server bench --agent`: the agent workload per step, vLLM with prefix caching on and off,
-and the built-in engine (which has no prefix cache) as the baseline, on one model.
+and the built-in engine (which has no prefix cache) as the baseline, on one model (a text model, or
+GLM-4.1V with a screenshot per step: both engines serve it).
 
 Every server under test is started once and kept up for the whole run; each round runs the workload
 against every server in turn (so a pair sees the same load from elsewhere on a shared machine), and
@@ -36,7 +37,10 @@ log = logging.getLogger("autoglm_server.bench")
 BUILTIN = "builtin"
 PREFIX_ON = "vllm prefix cache on"
 PREFIX_OFF = "vllm prefix cache off"
-TTFT_TARGET = 0.3  # step-10 TTFT with prefix caching / without, at most
+TTFT_TARGET = 0.3  # step-10 TTFT with prefix caching / without, at most (text histories)
+# With a new screenshot per step the cache can hold only what precedes it (Open-AutoGLM drops the
+# previous screenshot), so the floor is 1 - cached share (~0.5): the target is that caching never costs.
+TTFT_TARGET_SCREENSHOTS = 1.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -98,8 +102,7 @@ def workload_of(args: argparse.Namespace, run_id: int = 0) -> AgentWorkload:
 
 
 def _runs(args: argparse.Namespace) -> list[str]:
-    # The built-in engine serves text models only: on a vision model vLLM has no baseline.
-    baseline = not args.no_baseline and not vllm_options.is_vision_model(args.model)
+    baseline = not args.no_baseline
     names = [BUILTIN] if args.engine == BUILTIN or baseline else []
     if args.engine == "vllm":
         names += {"on": [PREFIX_ON], "off": [PREFIX_OFF], "both": [PREFIX_ON, PREFIX_OFF]}[args.prefix_caching]
@@ -156,6 +159,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info["load_average_1m_at_end"] = os.getloadavg()[0]
     result["machine"] = info
     result["summary"] = {name: summarize(rounds) for name, rounds in result["runs"].items()}
+    result["tokens_per_s"] = {
+        name: round(statistics.median(r.get("tokens_per_s", 0.0) for r in rounds), 1)
+        for name, rounds in result["runs"].items()
+    }
     result["targets"] = targets(result)
     result["cache_bound"] = cache_bound(result["summary"])
     return result
@@ -177,6 +184,7 @@ def summarize(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "step": index + 1,
                 "ttft_p50_ms": statistics.median(s["ttft_ms"]["p50"] for s in per_round),
+                "ttft_p95_ms": _median_known([s.get("ttft_p95_ms") for s in per_round]),
                 "ttft_max_ms": statistics.median(s["ttft_ms"]["p99"] for s in per_round),
                 "e2e_p50_ms": statistics.median(s["e2e_ms"]["p50"] for s in per_round),
                 "prompt_tokens_mean": statistics.median(s["prompt_tokens_mean"] for s in per_round),
@@ -221,13 +229,14 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     ratio = round(statistics.median(ratios), 3)  # judged as shown
     steps = result["workload"]["steps"]
+    maximum = TTFT_TARGET_SCREENSHOTS if result["workload"].get("vision") else TTFT_TARGET
     return [
         {
             "target": f"step-{steps} TTFT p50, prefix cache on / off",
             "ratio": ratio,
             "rounds": [round(r, 3) for r in ratios],
-            "maximum": TTFT_TARGET,
-            "met": ratio <= TTFT_TARGET,
+            "maximum": maximum,
+            "met": ratio <= maximum,
         }
     ]
 
@@ -242,13 +251,13 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{workload['sessions']} sessions x {workload['steps']} steps, system prompt {workload['system_chars']} "
         f"characters, replies of {workload['reply_tokens']} tokens; median of {result['rounds']} round(s); "
-        f"vLLM as `{result['vllm_target']}`. TTFT / end-to-end p50 over the sessions, in ms.",
+        f"vLLM as `{result['vllm_target']}`. TTFT p50 / p95 and end-to-end p50 over the sessions, in ms.",
         "",
         "| step | prompt tokens | "
         + (f"{PREFIX_ON}: cached share | " if share_column else "")
-        + " | ".join(f"{n} TTFT | {n} e2e" for n in names)
+        + " | ".join(f"{n} TTFT | {n} TTFT p95 | {n} e2e" for n in names)
         + " |",
-        "|---:|---:|" + ("---:|" if share_column else "") + "---:|---:|" * len(names),
+        "|---:|---:|" + ("---:|" if share_column else "") + "---:|---:|---:|" * len(names),
     ]
     first = result["summary"][names[0]]
     for index, row in enumerate(first):
@@ -259,10 +268,15 @@ def markdown(result: dict[str, Any]) -> str:
             cells.append("n/a" if share is None else f"{share:.0%}")
         for name in names:
             step = result["summary"][name][index]
-            cells += [f"{step['ttft_p50_ms']:.1f}", f"{step['e2e_p50_ms']:.1f}"]
+            p95 = step.get("ttft_p95_ms")
+            cells += [f"{step['ttft_p50_ms']:.1f}", "n/a" if p95 is None else f"{p95:.1f}", f"{step['e2e_p50_ms']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     started = ", ".join(f"{n} {s:.1f} s" for n, s in result["started_s"].items())
-    lines += ["", f"Start-up to healthy: {started}."]
+    rates = ", ".join(f"{n} {v:.1f}" for n, v in result.get("tokens_per_s", {}).items())
+    lines += ["", f"Start-up to healthy: {started}.", "", f"Generated tokens/s (all sessions, wall time): {rates}."]
+    load = result.get("machine", {}).get("load_average_1m_at_end")
+    if load is not None:
+        lines += ["", f"1-minute load average at the end: {load:.1f}."]
     if result["targets"]:
         lines += ["", "| target | ratio | rounds | maximum | met |", "|---|---:|---|---:|---|"]
         for t in result["targets"]:

@@ -124,8 +124,11 @@ def daemon_args(args: argparse.Namespace, *, engine: str, max_running: int, pref
             out += ["--mm-processor-kwargs", view.mm_processor_kwargs]
         for item in view.vllm_arg:
             out += ["--vllm-arg", item]
-    elif args.max_model_len:
-        out += ["--max-context-length", str(args.max_model_len)]
+    else:
+        if args.max_model_len:
+            out += ["--max-context-length", str(args.max_model_len)]
+        if is_vision_model(args.model):  # the same image size bounds as the vLLM runs get
+            out += ["--mm-processor-kwargs", json.dumps(VISION_MM_PROCESSOR_KWARGS)]
     return out + list(args.daemon_arg)
 
 

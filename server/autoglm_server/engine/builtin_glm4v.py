@@ -75,6 +75,10 @@ TEXT_CONFIG: dict[str, Any] = {
     "num_hidden_layers": 2,
     "num_attention_heads": 2,  # head size 128, as in the 9B
     "num_key_value_heads": 1,
+    # transformers' GLM-4.1V always gives q/k/v a bias; vLLM's (Glm4ForCausalLM) builds them only when
+    # the config says so and otherwise drops the checkpoint's biases without a word (the 9B's config
+    # says true). Without this key vLLM's first token differed from transformers' by a logprob of 0.9.
+    "attention_bias": True,
     # Open-AutoGLM's system prompt is ~6k byte tokens, a screenshot ~3.4k visual tokens.
     "max_position_embeddings": 32768,
     "rope_parameters": {
