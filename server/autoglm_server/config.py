@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliApp
 
 from autoglm_server import names
 from autoglm_server.auth.settings import AuthSettings
+from autoglm_server.command_settings import command_config
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.vllm.settings import VllmSettings
 from autoglm_server.frontends.openai.settings import HttpSettings
@@ -78,14 +79,7 @@ class Settings(
     variables, apply where the matching flag is unset.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="AUTOGLM_",
-        cli_kebab_case=True,
-        cli_prog_name="autoglm-server serve",
-        cli_implicit_flags=True,
-        cli_avoid_json=True,
-        extra="ignore",
-    )
+    model_config = command_config("autoglm-server serve", exit_on_error=True)
 
 
 # --help prints the docstring verbatim: drop the class-body indentation.

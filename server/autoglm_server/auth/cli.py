@@ -18,7 +18,7 @@ from typing import TypeVar
 import requests
 from hvac import exceptions as hvac_exc
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, CliApp, SettingsError
 
 from autoglm_server import names
 from autoglm_server.auth.bootstrap import BootstrapPlan, bootstrap
@@ -27,6 +27,7 @@ from autoglm_server.auth.keys import KeyFormatError
 from autoglm_server.auth.mint import MintRequest, mint_token
 from autoglm_server.auth.settings import VaultSettings
 from autoglm_server.auth.vault import VaultError, VaultSession, vault_message
+from autoglm_server.command_settings import command_config
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +40,10 @@ _FORBIDDEN_HINT = {
 }
 
 
-def _config(prog: str) -> SettingsConfigDict:
-    return SettingsConfigDict(
-        env_prefix="AUTOGLM_",
-        cli_kebab_case=True,
-        cli_prog_name=prog,
-        cli_implicit_flags=True,
-        cli_avoid_json=True,
-        cli_exit_on_error=False,
-        extra="ignore",
-    )
-
-
 class MintSettings(VaultSettings, BaseSettings):
     """Sign a JWT through Vault transit; the private key never leaves Vault."""
 
-    model_config = _config("autoglm-server token mint")
+    model_config = command_config("autoglm-server token mint")
 
     sub: str = Field(..., min_length=1, description="subject (the caller's name)")
     scope: str = Field(names.SCOPE_GENERATE, description="space-separated scopes, e.g. 'generate models:read'")
@@ -68,7 +57,7 @@ class MintSettings(VaultSettings, BaseSettings):
 class BootstrapSettings(VaultSettings, BaseSettings):
     """Set Vault up for autoglm-serve: transit key, policies, AppRole and Kubernetes roles."""
 
-    model_config = _config("autoglm-server vault bootstrap")
+    model_config = command_config("autoglm-server vault bootstrap")
 
     auto_rotate_period: str = Field("168h", description="Vault rotates the JWT key this often (at least 1h)")
     token_ttl: str = Field("1h", description="TTL of the Vault tokens the AppRole/Kubernetes roles issue")

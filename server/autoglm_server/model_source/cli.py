@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, SettingsError
 
 from autoglm_server.auth.settings import VaultSettings
+from autoglm_server.command_settings import command_config
 from autoglm_server.model_source.client import build_client
 from autoglm_server.model_source.errors import ModelSourceError
 from autoglm_server.model_source.progress import MIB
@@ -29,22 +30,10 @@ USAGE = """usage: autoglm-server model push DIR s3://bucket/prefix [--replace] [
 (add --help after the subcommand for every option)"""
 
 
-def _config(prog: str) -> SettingsConfigDict:
-    return SettingsConfigDict(
-        env_prefix="AUTOGLM_",
-        cli_kebab_case=True,
-        cli_prog_name=prog,
-        cli_implicit_flags=True,
-        cli_avoid_json=True,
-        cli_exit_on_error=False,
-        extra="ignore",
-    )
-
-
 class PushSettings(ModelSourceSettings, VaultSettings, BaseSettings):
     """Upload a model directory and its sha256 manifest to s3://bucket/prefix."""
 
-    model_config = _config("autoglm-server model push")
+    model_config = command_config("autoglm-server model push")
 
     directory: CliPositionalArg[str] = Field(description="the model directory (config.json, weights, tokenizer)")
     uri: CliPositionalArg[str] = Field(description="s3://bucket/prefix of the release")
@@ -54,7 +43,7 @@ class PushSettings(ModelSourceSettings, VaultSettings, BaseSettings):
 class FetchSettings(ModelSourceSettings, VaultSettings, BaseSettings):
     """Fetch and verify s3://bucket/prefix into the model cache; print the directory as JSON."""
 
-    model_config = _config("autoglm-server model fetch")
+    model_config = command_config("autoglm-server model fetch")
 
     uri: CliPositionalArg[str] = Field(description="s3://bucket/prefix")
 
