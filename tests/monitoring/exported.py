@@ -29,6 +29,8 @@ SUFFIXES = {
 
 def _sample_value(field: dataclasses.Field[Any]) -> object:
     kind = str(field.type)
+    if "Mapping" in kind:  # the step timers: seconds per phase
+        return {"forward": 0.5, "schedule": 0.5}
     if "bool" in kind:
         return True
     if "float" in kind:
