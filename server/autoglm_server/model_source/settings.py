@@ -33,7 +33,7 @@ class ModelSourceSettings(BaseModel):
         " (optional session_token) to use instead of the AWS chain; logs in like the key source",
     )
     model_download_concurrency: int = Field(8, ge=1, le=256, description="ranged GETs in flight at once")
-    model_download_chunk_mib: int = Field(64, ge=1, le=1024, description="size of one ranged GET, in MiB")
+    model_download_chunk_mib: int = Field(16, ge=1, le=1024, description="size of one ranged GET, in MiB")
     model_download_retries: int = Field(
         5, ge=0, le=20, description="retries of a failed range (backoff 0.5 s doubling to 8 s) before giving up"
     )
