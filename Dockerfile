@@ -97,23 +97,6 @@ RUN set -- /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python \
     && ! grep -v -e '^No broken requirements' -e '^torch .* requires setuptools, which is not installed' \
         /tmp/pip-check.txt
 
-# The vLLM engine: vLLM and the CUDA torch it pins, from PyPI (or the indexes above).
-FROM pip AS build-vllm
-ARG PIP_INDEX_URL
-ARG PIP_EXTRA_INDEX_URL
-ARG PIP_FIND_LINKS
-ARG PIP_TRUSTED_HOST
-COPY requirements/image-vllm.lock /tmp/
-RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
-    . /usr/local/lib/autoglm/pip-env.sh \
-    && python -m venv --without-pip /opt/autoglm \
-    && /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python install --quiet --require-hashes --no-deps \
-        -r /tmp/image-vllm.lock
-COPY --from=wheels /wheels /wheels
-RUN set -- /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python \
-    && "$@" install --quiet --no-deps --no-index /wheels/*.whl \
-    && "$@" check
-
 # What both runtime images share: no pip, the non-root user, the environment, the health check, the entry point.
 FROM ${BASE_IMAGE} AS runtime-base
 # checkov:skip=CKV_DOCKER_7: the tag comes from the BASE_IMAGE argument, a fixed tag by default
@@ -147,16 +130,35 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
 ENTRYPOINT ["autoglm-server"]
 CMD ["serve"]
 
-# The vLLM image (`--target vllm`). Triton, which vLLM uses for some kernels, compiles a small C launcher
-# the first time it runs, so this image keeps a C compiler (and the setuptools vLLM declares); the
-# default CPU image below has neither.
+# The vLLM image (`--target vllm`): vLLM and the CUDA torch it pins, from PyPI (or the indexes above).
+# Triton, which vLLM uses for some kernels, compiles a small C launcher the first time it runs, so this
+# image keeps a C compiler (and the setuptools vLLM declares); the default CPU image below has neither.
+# The venv (about 9 GB) is installed here in one step, with the pip tool venv, the pip settings and our
+# wheels bind-mounted from the stages above and so left out of the image: a separate build stage copied
+# in would be stored three times while building (stage layer, copy, commit), 45 GB of disk in all.
 FROM runtime-base AS vllm
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
 # Not pinned: Debian's security updates replace these exact versions, and a pin would break rebuilds.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
-COPY --from=build-vllm /opt/autoglm /opt/autoglm
+COPY requirements/image-vllm.lock /tmp/
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
+    --mount=type=bind,from=pip,source=/opt/pip,target=/opt/pip \
+    --mount=type=bind,from=pip,source=/usr/local/lib/autoglm,target=/usr/local/lib/autoglm \
+    --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    . /usr/local/lib/autoglm/pip-env.sh \
+    && python -m venv --without-pip /opt/autoglm \
+    && set -- /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python \
+    && "$@" install --quiet --require-hashes --no-deps -r /tmp/image-vllm.lock \
+    && "$@" install --quiet --no-deps --no-index /wheels/*.whl \
+    && "$@" check \
+    && rm /tmp/image-vllm.lock
 ENV AUTOGLM_ENGINE=vllm AUTOGLM_DEVICE=cuda
 USER 10001:10001
 
