@@ -8,6 +8,7 @@ step. Everything else here runs on the engine thread alone.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from autoglm_server.engine.builtin.detokenize import DetokenizerFactory
 from autoglm_server.engine.builtin.kvcache import read_block
 from autoglm_server.engine.builtin.outbox import Outbox
 from autoglm_server.engine.builtin.prefill import prefill_groups
-from autoglm_server.engine.builtin.prefix_cache import Hit, PrefixCache
+from autoglm_server.engine.builtin.prefix_cache import BlockKV, Hit, PrefixCache
 from autoglm_server.engine.builtin.runner import KVBatch, ModelRunner
 from autoglm_server.engine.builtin.sampling import RowSampling, sample
 from autoglm_server.engine.builtin.scheduler import Limits, Scheduler, Ticket
@@ -266,9 +267,7 @@ class EngineCore:
                 first = width - len(prompt)  # the column of the prompt's token 0 (in the uncached part's frame)
                 with self.lock:
                     room = self._cache_room()
-                cache.store(
-                    prompt, hit.tokens, lambda start, i=index, f=first: read_block(kv.cache, i, f + start, block), room
-                )
+                cache.store(prompt, hit.tokens, functools.partial(_read, kv, index, first, block), room)
         except torch.OutOfMemoryError:  # a block is inserted only whole: the cache stays consistent
             log.warning("out of memory copying prompts into the prefix cache; they are not cached")
 
@@ -343,6 +342,11 @@ class EngineCore:
         """One prefill and one decode, so the first request does not pay for lazy initialisation."""
         _, kv = self.runner.prefill([[0, 1, 2, 3]])
         self.runner.decode(kv)
+
+
+def _read(kv: KVBatch, row: int, first: int, block: int, start: int) -> BlockKV:
+    """The block of `row`'s prompt from token `start`, its token 0 being at column `first`."""
+    return read_block(kv.cache, row, first + start, block)
 
 
 def _cancelled_before_running(request: GenerationRequest, now: float) -> GenerationDelta:

@@ -23,6 +23,7 @@ Engine thread only, except the counters, which stats() reads.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,10 +76,8 @@ class PrefixCache:
         """Tokens of `prompt` that may be cached: up to its first image token, in whole blocks."""
         end = len(prompt)
         if self._stop_token is not None:
-            try:
+            with contextlib.suppress(ValueError):  # no image: the whole prompt
                 end = prompt.index(self._stop_token)
-            except ValueError:
-                pass
         return end - end % self.block_tokens
 
     def _chain(self, prompt: Sequence[int], end: int) -> list[tuple[int, int, tuple[int, ...]]]:
