@@ -36,9 +36,12 @@ async def test_history_grows_every_step_and_every_reply_has_its_length(daemon: D
     assert prompts[0] > 200  # the system prompt is in every request
     assert prompts[0] < prompts[1] < prompts[2]
     assert all(s["completion_tokens_mean"] == 4 for s in steps)
-    # Read from the usage chunk: the built-in engine has no prefix cache and says 0 (not "unknown").
-    assert [s["cached_prompt_tokens_mean"] for s in steps] == [0, 0, 0]
-    assert all(sample["cached_prompt_tokens"] == 0 for sample in outcome["samples"])
+    # Read from the usage chunk: the built-in engine's prefix cache serves the shared system prompt
+    # (to the session that comes second) and each session's history from step 2 on.
+    cached = [s["cached_prompt_tokens_mean"] for s in steps]
+    assert 0 <= cached[0] < prompts[0]
+    assert 200 < cached[1] < cached[2] < prompts[2]
+    assert all(sample["cached_prompt_tokens"] % 32 == 0 for sample in outcome["samples"])
     for sample in outcome["samples"]:
         assert 0 < sample["ttft_ms"] <= sample["e2e_ms"]
     assert len(outcome["samples"]) == 6
@@ -72,18 +75,21 @@ async def test_openai_load_counts_refusals_by_status(daemon: Daemon) -> None:
 def test_the_cli_runs_the_builtin_agent_workload_and_writes_its_report(tmp_path: Path) -> None:
     argv = [
         "--agent", "--model", "builtin:tiny", "--dtype", "float32", "--output-dir", str(tmp_path),
-        "--sessions", "2", "--steps", "2", "--system-chars", "120", "--reply-tokens", "3",
+        "--sessions", "2", "--steps", "2", "--system-chars", "120", "--reply-tokens", "3", "--prefix-caching", "on",
     ]  # fmt: skip
-    assert agent_bench.main(argv) == 0  # no vLLM run: no target applies
+    assert agent_bench.main(argv) == 0  # the cache on only: no on / off target applies
     data = json.loads((tmp_path / "agent.json").read_text())
-    assert list(data["runs"]) == ["builtin"]
-    assert len(data["runs"]["builtin"]) == 1
-    summary = data["summary"]["builtin"]
+    on = agent_bench.BUILTIN_ON
+    assert list(data["runs"]) == [on]
+    assert len(data["runs"][on]) == 1
+    summary = data["summary"][on]
     assert [row["step"] for row in summary] == [1, 2]
     assert summary[0]["prompt_tokens_mean"] < summary[1]["prompt_tokens_mean"]
+    assert summary[0]["cached_prompt_tokens_mean"] < summary[1]["cached_prompt_tokens_mean"]
     assert data["targets"] == []
     table = (tmp_path / "agent.md").read_text()
-    assert "| step | prompt tokens | builtin TTFT | builtin TTFT p95 | builtin e2e |" in table
+    assert f"| step | prompt tokens | {on}: cached share | {on} TTFT | {on} TTFT p95 | {on} e2e |" in table
+    assert "| 2 | " in table
     assert "Generated tokens/s" in table
 
 

@@ -52,11 +52,15 @@ def test_a_vision_model_gets_images_only_and_the_pixel_bound_that_works(tmp_path
     assert "--enable-prefix-caching" in daemon
 
 
-def test_the_builtin_daemon_gets_no_vllm_flag(tmp_path: Path) -> None:
-    daemon = vllm_options.daemon_args(_args(tmp_path, "--max-model-len", "512"), engine="builtin", max_running=4)
+def test_the_builtin_daemon_gets_no_vllm_flag_and_the_shared_prefix_cache_one(tmp_path: Path) -> None:
+    args = _args(tmp_path, "--max-model-len", "512")
+    daemon = vllm_options.daemon_args(args, engine="builtin", max_running=4)
     assert "--engine" not in daemon
-    assert not any("prefix" in flag for flag in daemon)
+    assert not any(flag in daemon for flag in ("--max-model-len", "--vllm-arg"))
+    assert [flag for flag in daemon if "prefix" in flag] == ["--enable-prefix-caching"]
     assert _flag(daemon, "--max-context-length") == "512"
+    off = vllm_options.daemon_args(args, engine="builtin", max_running=4, prefix_caching=False)
+    assert [flag for flag in off if "prefix" in flag] == ["--no-enable-prefix-caching"]
 
 
 def test_vllm_env_takes_key_value_pairs(tmp_path: Path) -> None:

@@ -147,3 +147,32 @@ def test_without_cache_figures_the_agent_report_has_no_share_column() -> None:
     table = agent_bench.markdown(_agent_result(runs, summary, "daemon", sessions=1, steps=1, rounds=1))
     assert "cached share" not in table
     assert "cannot go much below" not in table
+
+
+def test_each_engine_runs_its_cache_on_and_off_and_vllm_keeps_the_builtin_baseline() -> None:
+    def runs(*argv: str) -> list[str]:
+        return agent_bench._runs(
+            agent_bench.parser().parse_args(["--agent", "--model", "m", "--output-dir", "out", *argv])
+        )
+
+    assert runs() == [agent_bench.BUILTIN_ON, agent_bench.BUILTIN_OFF]
+    assert runs("--prefix-caching", "off") == [agent_bench.BUILTIN_OFF]
+    assert runs("--engine", "vllm") == [agent_bench.BUILTIN, agent_bench.PREFIX_ON, agent_bench.PREFIX_OFF]
+    assert runs("--engine", "vllm", "--no-baseline", "--prefix-caching", "on") == [agent_bench.PREFIX_ON]
+
+
+def test_the_builtin_pair_gets_its_own_target_and_share_column() -> None:
+    runs = {agent_bench.BUILTIN_ON: [_agent_round(60.0)], agent_bench.BUILTIN_OFF: [_agent_round(100.0)]}
+    (target,) = agent_bench.targets({"workload": {"steps": 1, "vision": True}, "runs": runs})
+    assert target["target"] == "step-1 TTFT p50, builtin prefix cache on / off"
+    assert (target["ratio"], target["met"]) == (0.6, True)
+    prompts = [400, 800]
+    steps = {
+        agent_bench.BUILTIN_ON: [_agent_steps(20.0, prompts, [0, 384])],
+        agent_bench.BUILTIN_OFF: [_agent_steps(30.0, prompts, [0, 0])],
+    }
+    summary = {name: agent_bench.summarize(rounds) for name, rounds in steps.items()}
+    assert agent_bench.cached_shares(summary) == [0.0, 0.48]
+    table = agent_bench.markdown(_agent_result(steps, summary, "daemon", sessions=2, steps=2, rounds=1))
+    assert f"| step | prompt tokens | {agent_bench.BUILTIN_ON}: cached share |" in table
+    assert "| 2 | 800 | 48% |" in table

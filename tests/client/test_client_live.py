@@ -59,7 +59,8 @@ def test_sync_stream_and_generate_text_agree(client: Client) -> None:
     assert again.token_ids == ids
     assert again.text == "".join(c.text for c in chunks)
     assert again.request_id != events[0].request_id
-    # The same prompt twice: the built-in engine has no prefix cache, so neither run reports cached tokens.
+    # The same prompt twice, but shorter than one block of the prefix cache (32 tokens): neither run
+    # reports cached tokens.
     assert finished.usage.cached_prompt_tokens == again.usage.cached_prompt_tokens == 0
 
 

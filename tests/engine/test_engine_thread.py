@@ -29,9 +29,9 @@ async def test_load_warm_up_and_steps_all_run_on_the_engine_thread(monkeypatch: 
         calls.append(("load", threading.get_ident()))
         return real_load(settings)
 
-    def prefill(self: ModelRunner, prompts: Any, images: Any = ()) -> Any:
+    def prefill(self: ModelRunner, prompts: Any, images: Any = (), prefixes: Any = ()) -> Any:
         calls.append(("prefill", threading.get_ident()))
-        return real_prefill(self, prompts, images)
+        return real_prefill(self, prompts, images, prefixes)
 
     def decode(self: ModelRunner, batch: Any) -> Any:
         calls.append(("decode", threading.get_ident()))

@@ -60,8 +60,10 @@ class Recording:
         self.inner = inner
         self.built: list[PrefillInputs] = []
 
-    def build(self, prompts: Sequence[Sequence[int]], images: Any, device: torch.device) -> PrefillInputs:
-        built: PrefillInputs = self.inner.build(prompts, images, device)
+    def build(
+        self, prompts: Sequence[Sequence[int]], images: Any, device: torch.device, cached: Sequence[int] = ()
+    ) -> PrefillInputs:
+        built: PrefillInputs = self.inner.build(prompts, images, device, cached)
         self.built.append(built)
         return built
 

@@ -23,11 +23,12 @@ def _gpu_check() -> gpu_memory.HeadroomCheck:
 def _registered() -> set[str]:
     metrics = Metrics(model="m", version="v")
     # The engine's gauges appear once an engine is bound (they are read from it at scrape time); the
-    # KV and prefix-cache series only for an engine that reports them (vLLM), the step timers only for
-    # one that has them (builtin); this one reports all.
+    # KV series only for an engine that reports them (vLLM), the prefix-cache ones only with the cache
+    # on, the step timers only for one that has them (builtin); this one reports all.
     stats = EngineStats(
         running=0, waiting=0, reserved_tokens=0, token_budget=1, steps=0, alive=True,
-        kv_cache_usage=0.5, prefix_cache_queries=10, prefix_cache_hits=4, gpu_memory=(_gpu_check(),),
+        kv_cache_usage=0.5, prefix_cache_queries=10, prefix_cache_hits=4, prefix_cache_tokens=64,
+        gpu_memory=(_gpu_check(),),
         kv_block_size=16, kv_num_blocks=100,
         phase_seconds={"forward": 1.0}, timed_steps=1,
     )  # fmt: skip

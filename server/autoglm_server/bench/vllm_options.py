@@ -115,9 +115,10 @@ def daemon_args(args: argparse.Namespace, *, engine: str, max_running: int, pref
     out = ["--engine", engine] if engine != "builtin" else []
     out += ["--dtype", args.dtype, "--device", args.device, "--max-running", str(max_running)]
     out += ["--max-waiting", str(max(256, 4 * max_running)), "--max-queue-time", str(args.max_queue_time)]
+    # One setting for both engines' prefix cache (engine/settings.py).
+    out += ["--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching"]
     if engine == "vllm":
         view = engine_view(args, max_running=max_running, prefix_caching=prefix_caching)
-        out += ["--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching"]
         if view.max_model_len:
             out += ["--max-model-len", str(view.max_model_len)]
         if view.mm_processor_kwargs:

@@ -53,6 +53,11 @@ class EngineSettings(BaseModel):
     max_prefill_tokens: int = Field(
         4096, ge=1, description="most prompt tokens prefilled in one engine step (at least one request)"
     )
+    enable_prefix_caching: bool = Field(
+        True,
+        description="both engines: keep the KV of prompt prefixes and reuse it for prompts that start the same (an"
+        " agent re-sends its history every step); --no-enable-prefix-caching turns it off",
+    )
     max_context_length: int = Field(
         0, ge=0, description="context limit in tokens (0: the model's max_position_embeddings)"
     )

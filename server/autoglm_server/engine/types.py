@@ -161,8 +161,7 @@ class Usage:
     completion_tokens: int
     queue_time_s: float
     time_to_first_token_s: float | None
-    # Prompt tokens whose KV came from a prefix cache rather than a forward pass; the built-in
-    # engine has no such cache, so it always leaves this 0.
+    # Prompt tokens whose KV came from a prefix cache rather than a forward pass (0 with the cache off).
     cached_prompt_tokens: int = 0
 
 
@@ -226,11 +225,14 @@ class EngineStats:
     token_budget: int
     steps: int
     alive: bool
-    # Engines with a paged KV cache (vLLM) report its use in [0, 1] and prefix-cache counters
-    # (tokens looked up / found, cumulative); None where the engine has no such thing.
+    # Engines with a paged KV cache (vLLM) report its use in [0, 1]; engines with a prefix cache on
+    # report its counters (prompt tokens looked up / found, cumulative); None where there is no such thing.
     kv_cache_usage: float | None = None
     prefix_cache_queries: int | None = None
     prefix_cache_hits: int | None = None
+    # The built-in engine's prefix cache: tokens of K/V it holds (counted in the KV budget with
+    # reserved_tokens); None with the cache off and on vLLM (whose cache lives in its paged KV).
+    prefix_cache_tokens: int | None = None
     # On CUDA: the start-up memory check of each GPU the engine uses (total, free at start, reserved).
     gpu_memory: tuple[HeadroomCheck, ...] = ()
     # A paged KV cache's geometry (tokens per block, blocks on the device), for routers that size

@@ -280,7 +280,7 @@ class _EngineCollector(Collector):
         steps = CounterMetricFamily("autoglm_engine_steps", "engine forward steps", labels=keys)
         steps.add_metric(values, stats.steps)
         yield steps
-        # Only engines with a paged KV cache and a prefix cache (vLLM) report these.
+        # Only engines with a paged KV cache (vLLM) report its use; both report their prefix cache when it is on.
         if stats.kv_cache_usage is not None:
             usage = GaugeMetricFamily(
                 "autoglm_kv_cache_usage_ratio", "share of the paged KV cache in use (0 to 1)", labels=keys
@@ -296,6 +296,14 @@ class _EngineCollector(Collector):
                 counter = CounterMetricFamily(name, doc, labels=keys)
                 counter.add_metric(values, count)
                 yield counter
+        if stats.prefix_cache_tokens is not None:
+            held = GaugeMetricFamily(
+                "autoglm_prefix_cache_tokens",
+                "built-in engine: tokens of KV its prefix cache holds (evictable; counted in the KV budget)",
+                labels=keys,
+            )
+            held.add_metric(values, stats.prefix_cache_tokens)
+            yield held
         # Only the built-in engine times its steps (engine/builtin/timers.py).
         if stats.phase_seconds is not None:
             phases = CounterMetricFamily(

@@ -32,6 +32,7 @@ from autoglm_server.engine import builtin_models, gpu_memory
 from autoglm_server.engine.builtin import loader, memory
 from autoglm_server.engine.builtin.core import EngineCore, Output
 from autoglm_server.engine.builtin.inputs import Glm4vInputs, InputStrategy, TextInputs
+from autoglm_server.engine.builtin.prefix_cache import PrefixCache
 from autoglm_server.engine.builtin.runner import FaultInjector, ModelRunner
 from autoglm_server.engine.builtin.scheduler import Limits
 from autoglm_server.engine.builtin.waker import LoopWaker
@@ -258,8 +259,16 @@ class AsyncEngine:
             max_running_per_tenant=settings.max_running_per_tenant,
             max_prefill_tokens=settings.max_prefill_tokens,
         )
+        # The reusable prefix stops at a vision model's image placeholder (engine/builtin/prefix_cache.py).
+        stop = int(loaded.model.config.image_token_id) if loaded.image_processor is not None else None
         core = EngineCore(
-            runner, loaded.tokenizer, loaded.description.eos_token_ids, context, limits, settings.stream_interval
+            runner,
+            loaded.tokenizer,
+            loaded.description.eos_token_ids,
+            context,
+            limits,
+            settings.stream_interval,
+            PrefixCache(stop) if settings.enable_prefix_caching else None,
         )
         core.warm_up()
         # Sized after the warm-up, so that free memory already accounts for the model's workspace.
@@ -427,6 +436,7 @@ class AsyncEngine:
         core = self._core
         if core is None:
             return EngineStats(0, 0, 0, 0, 0, alive=False)
+        cache = core.prefix_cache
         with core.lock:
             scheduler = core.scheduler
             return EngineStats(
@@ -439,6 +449,9 @@ class AsyncEngine:
                 gpu_memory=self._gpu_checks,
                 phase_seconds=core.timers.snapshot(),
                 timed_steps=core.timers.steps,
+                prefix_cache_queries=None if cache is None else cache.queries,
+                prefix_cache_hits=None if cache is None else cache.hits,
+                prefix_cache_tokens=None if cache is None else cache.tokens,
             )
 
     def add_fatal_listener(self, listener: Callable[[BaseException], None]) -> None:

@@ -8,6 +8,7 @@ step. Everything else here runs on the engine thread alone.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 import time
@@ -17,8 +18,10 @@ from typing import Any
 import torch
 
 from autoglm_server.engine.builtin.detokenize import DetokenizerFactory
+from autoglm_server.engine.builtin.kvcache import read_block
 from autoglm_server.engine.builtin.outbox import Outbox
 from autoglm_server.engine.builtin.prefill import prefill_groups
+from autoglm_server.engine.builtin.prefix_cache import BlockKV, Hit, PrefixCache
 from autoglm_server.engine.builtin.runner import KVBatch, ModelRunner
 from autoglm_server.engine.builtin.sampling import RowSampling, sample
 from autoglm_server.engine.builtin.scheduler import Limits, Scheduler, Ticket
@@ -51,8 +54,10 @@ class EngineCore:
         context: int,
         limits: Limits,
         stream_interval: float = 0.0,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.runner = runner
+        self.prefix_cache = prefix_cache
         self.detokenizers = DetokenizerFactory(tokenizer)
         self.context = context
         self.lock = threading.Lock()
@@ -140,6 +145,8 @@ class EngineCore:
             aborted, self._aborted = self._aborted, set()
             cancelled, self._cancelled_waiting = self._cancelled_waiting, []
             retry = self.scheduler.retry_after_s()
+            if self.prefix_cache is not None:  # the admitted rows' reservations come first
+                self.prefix_cache.evict_to(self._cache_room())
         for ticket, why in admission.expired:
             outputs.append((ticket.request_id, _expired_error(why, retry)))
         for request in cancelled:
@@ -194,26 +201,38 @@ class EngineCore:
         deadlines = [row.request.deadline for row in self._rows if row.request.deadline is not None]
         self._next_deadline = min(deadlines, default=None)
 
+    def _cache_room(self) -> int:
+        """Tokens the prefix cache may hold now: the KV budget less the running rows' reservations
+        (called under `lock`)."""
+        return self.scheduler.limits.token_budget - self.scheduler.reserved_tokens
+
     def _prefill(self, joining: list[GenerationRequest], now: float, outputs: list[Output]) -> None:
-        lengths = [len(request.prompt_token_ids) for request in joining]
+        cache = self.prefix_cache
+        hits = [cache.lookup(r.prompt_token_ids) if cache is not None else Hit() for r in joining]
+        # Padding costs what the forward computes: the uncached rest of each prompt.
+        lengths = [len(request.prompt_token_ids) - hit.tokens for request, hit in zip(joining, hits, strict=True)]
         for group in prefill_groups(lengths):
-            self._prefill_group([self._sequence(joining[i], now) for i in group], outputs)
+            rows = [self._sequence(joining[i], hits[i], now) for i in group]
+            self._prefill_group(rows, [hits[i] for i in group], outputs)
         self._retire(outputs)
 
-    def _sequence(self, request: GenerationRequest, now: float) -> Sequence:
+    def _sequence(self, request: GenerationRequest, hit: Hit, now: float) -> Sequence:
         sampling = RowSampling.create(
             request.sampling, request.prompt_token_ids, self.runner.device, request.logprobs, request.top_logprobs
         )
-        return Sequence(request, self.detokenizers, self._eos, self.context, sampling, admitted_at=now)
+        return Sequence(
+            request, self.detokenizers, self._eos, self.context, sampling, admitted_at=now, cached_tokens=hit.tokens
+        )
 
-    def _prefill_group(self, rows: list[Sequence], outputs: list[Output]) -> None:
+    def _prefill_group(self, rows: list[Sequence], hits: list[Hit], outputs: list[Output]) -> None:
         timers = self.timers
         try:
             timers.forward_started()
             logits, kv = self.runner.prefill(
-                [r.request.prompt_token_ids for r in rows], [r.request.images for r in rows]
+                [r.request.prompt_token_ids for r in rows], [r.request.images for r in rows], hits
             )
             timers.forward_ended()
+            self._cache_prompts(rows, hits, kv)
             tokens, logprobs = sample(logits, [r.sampling for r in rows])
             self.runner.set_last_tokens(kv, tokens)
             timers.lap("sample")
@@ -234,6 +253,23 @@ class EngineCore:
         self._batch = batch
         self._rows.extend(rows)
         self._rows_changed()
+
+    def _cache_prompts(self, rows: list[Sequence], hits: list[Hit], kv: KVBatch) -> None:
+        """Keep the prefilled prompts' blocks in the prefix cache, within the room the budget leaves."""
+        cache = self.prefix_cache
+        if cache is None:
+            return
+        width = int(kv.mask.shape[1])  # every row's prompt ends at the last column
+        block = cache.block_tokens
+        try:
+            for index, (row, hit) in enumerate(zip(rows, hits, strict=True)):
+                prompt = row.request.prompt_token_ids
+                first = width - len(prompt)  # the column of the prompt's token 0 (in the uncached part's frame)
+                with self.lock:
+                    room = self._cache_room()
+                cache.store(prompt, hit.tokens, functools.partial(_read, kv, index, first, block), room)
+        except torch.OutOfMemoryError:  # a block is inserted only whole: the cache stays consistent
+            log.warning("out of memory copying prompts into the prefix cache; they are not cached")
 
     def _decode(self, outputs: list[Output]) -> None:
         assert self._batch is not None
@@ -306,6 +342,11 @@ class EngineCore:
         """One prefill and one decode, so the first request does not pay for lazy initialisation."""
         _, kv = self.runner.prefill([[0, 1, 2, 3]])
         self.runner.decode(kv)
+
+
+def _read(kv: KVBatch, row: int, first: int, block: int, start: int) -> BlockKV:
+    """The block of `row`'s prompt from token `start`, its token 0 being at column `first`."""
+    return read_block(kv.cache, row, first + start, block)
 
 
 def _cancelled_before_running(request: GenerationRequest, now: float) -> GenerationDelta:

@@ -27,7 +27,12 @@ from autoglm_server.errors import InvalidRequestError
 
 @dataclass
 class PrefillInputs:
-    """One prefill batch as the model takes it, and where each row goes on from."""
+    """One prefill batch as the model takes it, and where each row goes on from.
+
+    With a prefix cache, `ids`, `mask` and the forward's positions cover only each row's uncached
+    rest (the tokens after its `cached` ones), left-padded; the positions are those the whole prompt
+    has there, and `next_positions` is what a prefill of the whole prompt gives.
+    """
 
     ids: torch.Tensor  # [rows, width] left-padded
     mask: torch.Tensor  # [rows, width] 0 on padding
@@ -36,11 +41,21 @@ class PrefillInputs:
 
 
 class InputStrategy(Protocol):
-    """Builds a prefill batch's model inputs; `images[i]` are row i's images in prompt order."""
+    """Builds a prefill batch's model inputs; `images[i]` are row i's images in prompt order, and
+    row i's first `cached[i]` tokens (never an image's) already have their K/V (empty: none cached)."""
 
     def build(
-        self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageInput]], device: torch.device
+        self,
+        prompts: Sequence[Sequence[int]],
+        images: Sequence[Sequence[ImageInput]],
+        device: torch.device,
+        cached: Sequence[int] = (),
     ) -> PrefillInputs: ...
+
+
+def uncached(prompts: Sequence[Sequence[int]], cached: Sequence[int]) -> list[Sequence[int]]:
+    """Each prompt without its cached prefix."""
+    return [prompt[skip:] for prompt, skip in zip(prompts, cached or [0] * len(prompts), strict=True)]
 
 
 def left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,10 +72,17 @@ class TextInputs:
     """A causal LM's prompt: positions count real tokens only, as generate() does for left-padded input."""
 
     def build(
-        self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageInput]], device: torch.device
+        self,
+        prompts: Sequence[Sequence[int]],
+        images: Sequence[Sequence[ImageInput]],
+        device: torch.device,
+        cached: Sequence[int] = (),
     ) -> PrefillInputs:
-        ids, mask = left_pad(prompts, device)
+        ids, mask = left_pad(uncached(prompts, cached), device)
         position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        if cached:  # the rest of a prompt starts at the position after its cached tokens
+            offsets = torch.tensor(list(cached), dtype=torch.long, device=device)
+            position_ids = position_ids + offsets.unsqueeze(1) * mask
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
         forward = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids}
         return PrefillInputs(ids, mask, forward, lengths)
@@ -78,11 +100,15 @@ class Glm4vInputs:
         self._text = TextInputs()
 
     def build(
-        self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageInput]], device: torch.device
+        self,
+        prompts: Sequence[Sequence[int]],
+        images: Sequence[Sequence[ImageInput]],
+        device: torch.device,
+        cached: Sequence[int] = (),
     ) -> PrefillInputs:
         flat = [image.image for row in images for image in row]
         if not flat:  # text only: GLM's three axes agree, and the text model spreads 2-D positions on them
-            return self._text.build(prompts, images, device)
+            return self._text.build(prompts, images, device, cached)
         ids, mask = left_pad(prompts, device)
         features = self._image_processor(images=flat, return_tensors="pt", **self._kwargs)
         grid = features["image_grid_thw"].to(device)
@@ -93,6 +119,11 @@ class Glm4vInputs:
                 ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=mask
             )
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
+        if any(cached):
+            # Positions come from the whole prompt, as a full prefill has them; the forward takes the
+            # uncached rest, right-aligned like the whole prompt, so its positions are the last columns.
+            ids, mask = left_pad(uncached(prompts, cached), device)
+            positions = positions[..., -ids.shape[1] :]
         forward = {
             "input_ids": ids,
             "attention_mask": mask,

@@ -10,11 +10,14 @@ Copies happen only when rows join or leave, or the buffer is full.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
+
+from autoglm_server.engine.builtin.prefix_cache import BlockKV
 
 # Spare columns given to a buffer when it is (re)allocated: at least this, or half the live width.
 _MIN_SPARE = 64
@@ -130,3 +133,48 @@ class SlotCache(DynamicCache):
     @property
     def slot_layers(self) -> list[SlotLayer]:
         return [layer for layer in self.layers if isinstance(layer, SlotLayer)]
+
+
+def preloaded(prefixes: Sequence[Sequence[BlockKV]], block_tokens: int, extra: int) -> tuple[SlotCache, torch.Tensor]:
+    """A SlotCache holding each row's cached prefix right-aligned on one width, and its mask.
+
+    `prefixes[i]` are row i's blocks in order (each (keys, values) per layer, [heads, block, dim]);
+    rows with shorter prefixes are padded on the left. `extra` columns are left free for the forward
+    that follows (the prompts' uncached rest), so it writes in place.
+    """
+    lengths = [len(blocks) * block_tokens for blocks in prefixes]
+    width = max(lengths)
+    first = next(blocks[0] for blocks in prefixes if blocks)
+    cache = SlotCache()
+    capacity = width + extra + _spare(width + extra)
+    for layer_index, (k0, v0) in enumerate(first):
+        layer = SlotLayer()
+        layer.lazy_initialization(k0, v0)
+        kbuf = k0.new_zeros((len(prefixes), k0.shape[0], capacity, k0.shape[-1]))
+        vbuf = v0.new_zeros((len(prefixes), v0.shape[0], capacity, v0.shape[-1]))
+        for row, blocks in enumerate(prefixes):
+            column = width - lengths[row]
+            for block in blocks:
+                keys, values = block[layer_index]
+                kbuf[row, :, column : column + block_tokens] = keys
+                vbuf[row, :, column : column + block_tokens] = values
+                column += block_tokens
+        layer.kbuf, layer.vbuf, layer.start, layer.end = kbuf, vbuf, 0, width
+        layer._publish()
+        cache.layers.append(layer)
+    mask = torch.zeros((len(prefixes), width), dtype=torch.long, device=first[0][0].device)
+    for row, length in enumerate(lengths):
+        mask[row, width - length :] = 1
+    return cache, mask
+
+
+def read_block(cache: SlotCache, row: int, column: int, block_tokens: int) -> BlockKV:
+    """Copies of one row's K/V over `block_tokens` columns from `column` of the live window, per layer."""
+    return tuple(
+        (
+            layer.keys[row, :, column : column + block_tokens].clone(),
+            layer.values[row, :, column : column + block_tokens].clone(),
+        )
+        for layer in cache.slot_layers
+        if layer.keys is not None and layer.values is not None
+    )

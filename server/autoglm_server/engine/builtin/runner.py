@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from autoglm_server.engine.builtin.inputs import InputStrategy, TextInputs
-from autoglm_server.engine.builtin.kvcache import SlotCache, SlotLayer
+from autoglm_server.engine.builtin.kvcache import SlotCache, SlotLayer, preloaded
+from autoglm_server.engine.builtin.prefix_cache import Hit
 from autoglm_server.engine.types import ImageInput
 
 # Called before every forward with "prefill" or "decode", and before each layer's copy in a merge or
@@ -65,14 +66,31 @@ class ModelRunner:
         return logits
 
     def prefill(
-        self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageInput]] = ()
+        self,
+        prompts: Sequence[Sequence[int]],
+        images: Sequence[Sequence[ImageInput]] = (),
+        prefixes: Sequence[Hit] = (),
     ) -> tuple[torch.Tensor, KVBatch]:
         """Run the prompts (and row i's images[i]) as one left-padded batch; returns last-position
-        logits and their KVBatch."""
-        built = self.inputs.build(prompts, images or [()] * len(prompts), self.device)
-        cache = SlotCache()
+        logits and their KVBatch.
+
+        With `prefixes` (row i's cached prefix from the prefix cache, possibly empty), each row's
+        cached K/V is put in the cache first, right-aligned on the longest one, and only the rest of
+        each prompt goes through the forward, right-aligned after it: a row whose prefix and rest are
+        both shorter than the longest has a masked gap between them, which attention skips like padding.
+        """
+        rows = len(prompts)
+        cached = [hit.tokens for hit in prefixes] if any(hit.tokens for hit in prefixes) else [0] * rows
+        built = self.inputs.build(prompts, images or [()] * rows, self.device, cached)
+        if any(cached):
+            block = next(hit.tokens // len(hit.blocks) for hit in prefixes if hit.blocks)
+            cache, prefix_mask = preloaded([hit.blocks for hit in prefixes], block, built.ids.shape[1])
+            mask = torch.cat([prefix_mask.to(built.mask.device), built.mask], dim=1)
+            built.forward["attention_mask"] = mask
+        else:
+            cache, mask = SlotCache(), built.mask
         logits = self._forward("prefill", **built.forward, past_key_values=cache)
-        return logits, KVBatch(cache, built.mask, built.next_positions, built.ids[:, -1].clone())
+        return logits, KVBatch(cache, mask, built.next_positions, built.ids[:, -1].clone())
 
     def decode(self, batch: KVBatch) -> torch.Tensor:
         """Feed each row's newest token; returns the next-token logits [rows, vocab]."""

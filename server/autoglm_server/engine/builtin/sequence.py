@@ -36,8 +36,10 @@ class Sequence:
         context_limit: int,
         sampling: RowSampling,
         admitted_at: float,
+        cached_tokens: int = 0,
     ) -> None:
         self.request = request
+        self.cached_tokens = cached_tokens  # prompt tokens whose K/V came from the prefix cache
         self.sampling = sampling
         self.generated: list[int] = []
         self.finish_reason: FinishReason | None = None
@@ -129,6 +131,7 @@ class Sequence:
             completion_tokens=len(self.generated),
             queue_time_s=max(0.0, self.admitted_at - arrival),
             time_to_first_token_s=None if self.first_token_at is None else self.first_token_at - arrival,
+            cached_prompt_tokens=self.cached_tokens,
         )
 
     def service_time_s(self) -> float:

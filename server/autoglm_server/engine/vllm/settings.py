@@ -12,7 +12,8 @@ class VllmSettings(BaseModel):
 
     The shared settings map onto vLLM's engine arguments: --model, --revision, --dtype, --seed-less
     defaults, --max-running (max_num_seqs), --gpu-memory-fraction (gpu_memory_utilization),
-    --max-context-length (max_model_len unless --max-model-len is set) and --limit-images-per-request
+    --max-context-length (max_model_len unless --max-model-len is set), --enable-prefix-caching and
+    --limit-images-per-request
     (limit_mm_per_prompt). Admission (--max-waiting and the per-tenant limits) stays in the daemon, in
     front of vLLM's queue.
     """
@@ -25,9 +26,6 @@ class VllmSettings(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is split across")
     max_model_len: int = Field(
         0, ge=0, description="vllm: context length in tokens (0: --max-context-length, else the model's)"
-    )
-    enable_prefix_caching: bool = Field(
-        True, description="vllm: reuse the KV cache of prompt prefixes seen before (an agent resends its history)"
     )
     mm_processor_kwargs: str = Field(
         "",
