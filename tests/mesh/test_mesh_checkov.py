@@ -106,7 +106,8 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
     assert any(ln.startswith("COPY --from=build ") for ln in stages["runtime"])
     # The vLLM image installs in place: pip and our wheels are mounted for that step, never copied in.
     vllm = "".join(stages["vllm"])
-    assert "from=pip,source=/opt/pip" in vllm and "from=wheels,source=/wheels" in vllm
+    assert "from=pip,source=/opt/pip" in vllm
+    assert "from=wheels,source=/wheels" in vllm
     assert not any(ln.startswith("COPY --from=") for ln in stages["vllm"])
     assert not any("gcc" in ln or "build-essential" in ln for ln in stages["runtime"] + stages["runtime-base"])
     # Each build installs its own lock (hashes required): vLLM's, and the CPU (or CUDA) torch one.
