@@ -10,6 +10,7 @@ vision tower stays cheap on a small CPU; the rule it feeds is the real one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 from collections.abc import AsyncIterator, Sequence
@@ -22,9 +23,11 @@ import torch
 from PIL import Image
 
 from autoglm_server.config import load_settings
+from autoglm_server.engine import builtin_models
 from autoglm_server.engine.builtin.async_engine import AsyncEngine
 from autoglm_server.engine.builtin.inputs import PrefillInputs
 from autoglm_server.engine.builtin.loader import ModelLoadError
+from autoglm_server.engine.builtin.patch_embedding import PatchLinear
 from autoglm_server.engine.types import ChatMessage, GenerationRequest, ImageInput, ImagePart, TextPart
 from autoglm_server.errors import InvalidRequestError
 from autoglm_server.parity import reference
@@ -105,12 +108,20 @@ async def run(engine: AsyncEngine, rid: str, messages: list[ChatMessage], steps:
     return reference.Run(list(rendered.token_ids), tokens, logprobs)
 
 
+@functools.cache
+def pristine() -> tuple[Any, Any, Any]:
+    """The same seeded model as transformers builds it, untouched by the engine's loader (which runs the
+    vision tower's patch embedding as a matmul, engine/builtin/patch_embedding.py)."""
+    tokenizer, model, image_processor = builtin_models.build("builtin:glm4v-tiny")
+    return tokenizer, model.to(torch.float32).eval(), image_processor
+
+
 def transformers_run(engine: AsyncEngine, image: ImageInput | None, kwargs: dict[str, Any]) -> reference.Run:
-    loaded = engine._loaded
-    assert loaded is not None
+    tokenizer, model, image_processor = pristine()
+    assert isinstance(model.model.visual.patch_embed.proj, torch.nn.Conv3d)  # transformers' own layer
     step = reference.Step(SYSTEM, TEXT, image.image if image is not None else None)
-    inputs = reference.prepare(loaded.model, loaded.tokenizer, loaded.image_processor, step, kwargs)
-    return reference.generate(loaded.model, inputs, STEPS)
+    inputs = reference.prepare(model, tokenizer, image_processor, step, kwargs)
+    return reference.generate(model, inputs, STEPS)
 
 
 async def test_describes_a_vision_model(engine: AsyncEngine) -> None:
@@ -120,6 +131,13 @@ async def test_describes_a_vision_model(engine: AsyncEngine) -> None:
     assert model.max_images_per_request == 2
     assert model.has_chat_template
     assert model.random_weights
+
+
+async def test_the_engine_embeds_patches_with_a_matmul(engine: AsyncEngine) -> None:
+    """The loader swapped the vision tower's one-patch Conv3d; the parity tests below compare against the
+    unswapped model, so they bound what the swap changes."""
+    assert engine._loaded is not None
+    assert isinstance(engine._loaded.model.model.visual.patch_embed.proj, PatchLinear)
 
 
 async def test_a_screenshot_step_matches_transformers_generate(engine: AsyncEngine) -> None:

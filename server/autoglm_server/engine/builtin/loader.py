@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from autoglm_server.engine import builtin_models
+from autoglm_server.engine.builtin.patch_embedding import use_linear_patch_embedding
 from autoglm_server.engine.settings import EngineSettings
 from autoglm_server.engine.types import ModelDescription
 from autoglm_server.errors import StartupError
@@ -153,6 +154,8 @@ def load(settings: EngineSettings) -> LoadedModel:
         random_weights = False
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
+    if image_processor is not None:
+        use_linear_patch_embedding(model)
     description = _describe(settings, model, tokenizer, revision, random_weights)
     return LoadedModel(model, tokenizer, description, image_processor)
 
