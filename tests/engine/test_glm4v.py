@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from PIL import Image
 from autoglm_server.config import load_settings
 from autoglm_server.engine import builtin_models
 from autoglm_server.engine.builtin.async_engine import AsyncEngine
-from autoglm_server.engine.builtin.inputs import PrefillInputs
+from autoglm_server.engine.builtin.inputs import Glm4vInputs, PrefillInputs
 from autoglm_server.engine.builtin.loader import ModelLoadError
 from autoglm_server.engine.builtin.patch_embedding import PatchLinear
 from autoglm_server.engine.types import ChatMessage, GenerationRequest, ImageInput, ImagePart, TextPart
+from autoglm_server.engine.vision_chat import ImageFeatures
 from autoglm_server.errors import InvalidRequestError
 from autoglm_server.parity import reference
 from autoglm_server.parity.compare import compare
@@ -157,6 +159,41 @@ async def test_a_screenshot_step_matches_transformers_generate(engine: AsyncEngi
     assert theirs.image_grid_thw is not None
     assert torch.equal(built.forward["image_grid_thw"].cpu(), theirs.image_grid_thw)
     assert torch.equal(built.forward["pixel_values"].cpu(), theirs.pixel_values)
+
+
+async def test_screenshots_are_preprocessed_while_rendering_not_on_the_engine_thread(engine: AsyncEngine) -> None:
+    """The renderer (a worker thread in the daemon) makes each image's patches; the engine thread's step
+    loop, which every running stream waits on, never calls the image processor for them."""
+    inputs = engine.runner.inputs
+    assert isinstance(inputs, Glm4vInputs)
+    calls: list[int] = []
+    processor = inputs._image_processor
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return processor(*args, **kwargs)
+
+    rendered = engine.render_chat(chat(screenshot()))
+    (image,) = rendered.images
+    assert isinstance(image.prepared, ImageFeatures)
+    assert image.prepared.pixel_values.dtype == torch.float32  # the engine's dtype
+    inputs._image_processor = counting
+    try:
+        ours = await run(engine, "prepared", chat(screenshot()))
+        assert calls == []
+        # An image that arrives without features (a caller other than the renderer) is processed there.
+        bare = GenerationRequest(
+            request_id="bare",
+            prompt_token_ids=rendered.token_ids,
+            images=(replace(image, prepared=None),),
+            max_new_tokens=STEPS,
+            ignore_eos=True,
+        )
+        tokens = [t async for delta in await engine.submit(bare) for t in delta.token_ids]
+        assert calls == [1]
+    finally:
+        inputs._image_processor = processor
+    assert tokens == ours.tokens
 
 
 async def test_a_changed_resize_rule_is_caught(engine: AsyncEngine) -> None:

@@ -8,6 +8,7 @@ that CI runs later: here it fails in a second, naming the lock and the package (
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -65,3 +66,39 @@ def test_a_missing_or_out_of_range_pin_is_caught() -> None:
     assert [p for p in lock_problems(old, declared()) if p.startswith("pydantic==")] == [
         "pydantic==1.10.0 is outside <3,>=2.8"
     ]
+
+
+def lock_part(part: str, lock: Path) -> str:
+    """What scripts/lock-part.sh prints for one part (the Dockerfile runs it with the image's sh)."""
+    result = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "lock-part.sh"), part, str(lock)], capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+def test_the_vllm_lock_parts_cover_it_exactly_once() -> None:
+    """The vLLM image installs its lock in three layers: together they must be the whole lock, hashes and all."""
+    lock = ROOT / "requirements" / "image-vllm.lock"
+    parts = {part: lock_part(part, lock) for part in ("cuda", "torch", "rest")}
+    whole = [line for line in lock.read_text().splitlines() if not line.startswith("#")]
+    joined = [line for text in parts.values() for line in text.splitlines()]
+    assert sorted(joined) == sorted(whole)
+    assert set(pins(parts["torch"])) == {
+        "torch",
+        "torchvision",
+        "torchaudio",
+        "torchcodec",
+        "torch-c-dlpack-ext",
+        "triton",
+    }
+    assert pins(parts["cuda"])
+    assert all(name.startswith(("nvidia-", "cuda-")) for name in pins(parts["cuda"]))
+    assert "vllm" in pins(parts["rest"])
+
+
+def test_lock_part_refuses_an_unknown_part(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "lock-part.sh"), "gpu", str(tmp_path / "x.lock")], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "cuda, torch or rest" in result.stderr

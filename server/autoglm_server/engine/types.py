@@ -54,7 +54,10 @@ class ImageInput:
     """One decoded, size-checked image of a request (serving/images/ makes these).
 
     `image` is a fully loaded PIL image in RGB; `digest` is a SHA-256 of the encoded bytes (engines
-    may use it as a cache key; it never leaves the process).
+    may use it as a cache key; it never leaves the process). `prepared` is an engine's own
+    preprocessing of the image, made by its chat renderer in a worker thread so that the engine's
+    step loop does not pay for it (the built-in engine: engine/vision_chat.py's ImageFeatures); None
+    where the engine preprocesses images itself.
     """
 
     image: Image.Image
@@ -63,6 +66,7 @@ class ImageInput:
     height: int
     encoded_bytes: int
     digest: str
+    prepared: object | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

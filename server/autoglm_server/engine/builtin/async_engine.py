@@ -306,6 +306,7 @@ class AsyncEngine:
             template,
             self._images_per_request(),
             self._processor_kwargs(),
+            features_dtype=loaded.model.dtype,  # the image processor runs in the rendering worker thread
         )
 
     # ------------------------------------------------------------ the thread

@@ -8,9 +8,10 @@ position plus one, plus one per generated token. So a row's rope delta (GLM's `g
 positions used minus tokens) is carried in its next position, and the KV batch stays model-agnostic.
 
 - `TextInputs`: a causal LM; positions count each row's real tokens.
-- `Glm4vInputs`: Glm4vForConditionalGeneration; the images of the batch (in row order) through the
-  model's image processor, the vision tower inside the same forward, positions from the model's own
-  `get_rope_index` over the left-padded batch.
+- `Glm4vInputs`: Glm4vForConditionalGeneration; the images of the batch (in row order) as the
+  model's image processor makes them (done already by the chat renderer in a worker thread, see
+  engine/vision_chat.py; here only for an image that comes without), the vision tower inside the same
+  forward, positions from the model's own `get_rope_index` over the left-padded batch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 import torch
 
 from autoglm_server.engine.types import ImageInput
+from autoglm_server.engine.vision_chat import ImageFeatures
 from autoglm_server.errors import InvalidRequestError
 
 
@@ -106,12 +108,12 @@ class Glm4vInputs:
         device: torch.device,
         cached: Sequence[int] = (),
     ) -> PrefillInputs:
-        flat = [image.image for row in images for image in row]
+        flat = [image for row in images for image in row]
         if not flat:  # text only: GLM's three axes agree, and the text model spreads 2-D positions on them
             return self._text.build(prompts, images, device, cached)
         ids, mask = left_pad(prompts, device)
-        features = self._image_processor(images=flat, return_tensors="pt", **self._kwargs)
-        grid = features["image_grid_thw"].to(device)
+        pixels, grid = self._features(flat)
+        grid = grid.to(device)
         self._check_placeholders(ids, images, grid)
         types = ((ids == self._image_token_id) & (mask == 1)).int()
         with torch.inference_mode():
@@ -128,10 +130,20 @@ class Glm4vInputs:
             "input_ids": ids,
             "attention_mask": mask,
             "position_ids": positions,
-            "pixel_values": features["pixel_values"].to(device=device, dtype=self._model.dtype),
+            "pixel_values": pixels.to(device=device, dtype=self._model.dtype),
             "image_grid_thw": grid,
         }
         return PrefillInputs(ids, mask, forward, lengths + deltas.view(-1).to(device))
+
+    def _features(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's patches and grids, in image order: the renderer's where every image has them
+        (the processor works image by image, so the concatenation is what one call over all makes)."""
+        prepared = [image.prepared for image in images]
+        if all(isinstance(p, ImageFeatures) for p in prepared):
+            ready = [p for p in prepared if isinstance(p, ImageFeatures)]
+            return torch.cat([p.pixel_values for p in ready]), torch.cat([p.grid_thw for p in ready])
+        features = self._image_processor(images=[image.image for image in images], return_tensors="pt", **self._kwargs)
+        return features["pixel_values"], features["image_grid_thw"]
 
     def _check_placeholders(
         self, ids: torch.Tensor, images: Sequence[Sequence[ImageInput]], grid: torch.Tensor
