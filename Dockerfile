@@ -55,7 +55,7 @@ ARG PIP_FIND_LINKS
 ARG PIP_TRUSTED_HOST
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
 COPY scripts/image-pip-env.sh /usr/local/lib/autoglm/pip-env.sh
-COPY scripts/lock-part.sh /usr/local/lib/autoglm/lock-part.sh
+COPY scripts/lock-part.sh scripts/image-install-part.sh /usr/local/lib/autoglm/
 COPY requirements/image-tools.lock /tmp/
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
     . /usr/local/lib/autoglm/pip-env.sh \
@@ -152,35 +152,29 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 COPY requirements/image-vllm.lock /tmp/
-# The lock's three parts (scripts/lock-part.sh), one layer each.
+# The lock's three parts (scripts/lock-part.sh), one layer each (scripts/image-install-part.sh): consecutive
+# RUNs on purpose, each commits one part.
+RUN python -m venv --without-pip /opt/autoglm
+# hadolint ignore=DL3059
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
     --mount=type=bind,from=pip,source=/opt/pip,target=/opt/pip \
     --mount=type=bind,from=pip,source=/usr/local/lib/autoglm,target=/usr/local/lib/autoglm \
-    . /usr/local/lib/autoglm/pip-env.sh \
-    && python -m venv --without-pip /opt/autoglm \
-    && sh /usr/local/lib/autoglm/lock-part.sh cuda /tmp/image-vllm.lock > /tmp/part.lock \
-    && /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python install --quiet --require-hashes --no-deps \
-        -r /tmp/part.lock \
-    && rm /tmp/part.lock
+    sh /usr/local/lib/autoglm/image-install-part.sh cuda /tmp/image-vllm.lock
+# hadolint ignore=DL3059
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
     --mount=type=bind,from=pip,source=/opt/pip,target=/opt/pip \
     --mount=type=bind,from=pip,source=/usr/local/lib/autoglm,target=/usr/local/lib/autoglm \
-    . /usr/local/lib/autoglm/pip-env.sh \
-    && sh /usr/local/lib/autoglm/lock-part.sh torch /tmp/image-vllm.lock > /tmp/part.lock \
-    && /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python install --quiet --require-hashes --no-deps \
-        -r /tmp/part.lock \
-    && rm /tmp/part.lock
+    sh /usr/local/lib/autoglm/image-install-part.sh torch /tmp/image-vllm.lock
+# hadolint ignore=DL3059
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
     --mount=type=bind,from=pip,source=/opt/pip,target=/opt/pip \
     --mount=type=bind,from=pip,source=/usr/local/lib/autoglm,target=/usr/local/lib/autoglm \
     --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    . /usr/local/lib/autoglm/pip-env.sh \
-    && sh /usr/local/lib/autoglm/lock-part.sh rest /tmp/image-vllm.lock > /tmp/part.lock \
+    sh /usr/local/lib/autoglm/image-install-part.sh rest /tmp/image-vllm.lock \
     && set -- /opt/pip/bin/python -m pip --python /opt/autoglm/bin/python \
-    && "$@" install --quiet --require-hashes --no-deps -r /tmp/part.lock \
     && "$@" install --quiet --no-deps --no-index /wheels/*.whl \
     && "$@" check \
-    && rm /tmp/part.lock /tmp/image-vllm.lock
+    && rm /tmp/image-vllm.lock
 ENV AUTOGLM_ENGINE=vllm AUTOGLM_DEVICE=cuda
 USER 10001:10001
 

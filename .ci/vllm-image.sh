@@ -18,7 +18,7 @@ CACHE=${AUTOGLM_CI_CACHE:-/var/cache/autoglm-ci}
 TAG=localhost/autoglm-server:ci-vllm
 NEED_GB=${AUTOGLM_VLLM_IMAGE_DISK_GB:-26}
 key=$(cat Dockerfile .dockerignore pyproject.toml client/pyproject.toml requirements/image-tools.lock \
-  requirements/image-vllm.lock scripts/image-pip-env.sh scripts/lock-part.sh scripts/build-image.sh .ci/vllm-image.sh | sha256sum | cut -c1-16)
+  requirements/image-vllm.lock scripts/image-pip-env.sh scripts/lock-part.sh scripts/image-install-part.sh scripts/build-image.sh .ci/vllm-image.sh | sha256sum | cut -c1-16)
 if [[ -f $CACHE/vllm-image.ok && $(cat "$CACHE/vllm-image.ok") == "$key" ]]; then
   echo "vllm-image: inputs unchanged since the last passing check ($key), skipped"
   exit 0
