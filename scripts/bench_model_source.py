@@ -6,8 +6,11 @@
 It starts SeaweedFS on 127.0.0.1, builds a random-weight Llama model of about --size-mb (float32
 safetensors, loadable by the built-in engine), publishes it with `autoglm-server model push`, then
 measures, each into an empty folder:
-  - cold download: ours (model_source, ranged GETs + verification) vs `rclone copy` vs a plain boto3
-    `download_file` loop (s3transfer's defaults), in MB/s (1 MB = 10^6 bytes);
+  - cold download: ours (model_source, ranged GETs + verification), as the `model fetch` command and
+    timed inside a started process (what `serve` pays), vs `rclone copy` (alone, and followed by
+    `rclone hashsum sha256` and an fsync of the copy: the assurance ours gives) vs a plain boto3 `download_file`
+    loop (s3transfer's defaults), in MB/s (1 MB = 10^6 bytes), with the CPU seconds of each tool and
+    of SeaweedFS, which shares the machine's cores;
   - start-to-SERVING of `autoglm-server serve`: from s3:// (a cold cache) vs the same files on disk.
 It prints a table (docs/benchmarks.md quotes it). Nothing is timed in the tests.
 """
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,19 +67,60 @@ def env_for(server: SeaweedFS, keys: tuple[str, str], cache: Path | None = None)
     return env
 
 
-def run(command: list[str], env: dict[str, str]) -> float:
+@dataclass
+class Sample:
+    seconds: float
+    cpu: float  # user + system seconds of the tool's processes
+    server_cpu: float  # the same of SeaweedFS during the run: it shares this machine's cores
+
+
+def cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(commands: list[list[str]], env: dict[str, str], server: SeaweedFS) -> Sample:
+    assert server.process is not None
+    server_before, before = cpu_of(server.process.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    for command in commands:
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return Sample(seconds, cpu, cpu_of(server.process.pid) - server_before)
 
 
-def ours(server: SeaweedFS, dest: Path) -> float:
+def ours(server: SeaweedFS, dest: Path) -> Sample:
     cli = [sys.executable, "-m", "autoglm_server", "model", "fetch", URI, "--model-cache-dir", str(dest)]
-    return run(cli, env_for(server, READER))
+    return run([cli], env_for(server, READER), server)
 
 
-def rclone(server: SeaweedFS, dest: Path) -> float:
-    env = {
+IN_PROCESS = """
+import resource, sys, time
+from autoglm_server.model_source.resolve import resolve_model
+from autoglm_server.model_source.settings import ModelSourceSettings
+settings = ModelSourceSettings(model_cache_dir=sys.argv[2], s3_addressing_style="path")
+before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+resolve_model(sys.argv[1], settings)
+seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+print(seconds, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+"""
+
+
+def ours_in_process(server: SeaweedFS, dest: Path) -> Sample:
+    """resolve_model() alone, timed inside an already started process: what `serve` pays."""
+    assert server.process is not None
+    server_before = cpu_of(server.process.pid)
+    command = [sys.executable, "-c", IN_PROCESS, URI, str(dest)]
+    out = subprocess.run(command, env=env_for(server, READER), check=True, capture_output=True, text=True)
+    seconds, cpu = (float(x) for x in out.stdout.split())
+    # SeaweedFS's share is the whole process's here (the listing and GETs are all inside the timed part).
+    return Sample(seconds, cpu, cpu_of(server.process.pid) - server_before)
+
+
+def rclone_env(server: SeaweedFS) -> dict[str, str]:
+    return {
         **os.environ,
         "RCLONE_CONFIG_SW_TYPE": "s3",
         "RCLONE_CONFIG_SW_PROVIDER": "SeaweedFS",
@@ -83,18 +129,37 @@ def rclone(server: SeaweedFS, dest: Path) -> float:
         "RCLONE_CONFIG_SW_ENDPOINT": server.endpoint,
         "RCLONE_CONFIG_SW_FORCE_PATH_STYLE": "true",
     }
-    binary = shutil.which("rclone", path=str(Path(sys.executable).parent)) or "rclone"
-    return run([binary, "copy", f"sw:{BUCKET}/{PREFIX}", str(dest), "--transfers", "8"], env)
 
 
-def boto3_loop(server: SeaweedFS, dest: Path) -> float:
+def rclone_binary() -> str:
+    return shutil.which("rclone", path=str(Path(sys.executable).parent)) or "rclone"
+
+
+def rclone(server: SeaweedFS, dest: Path) -> Sample:
+    copy = [rclone_binary(), "copy", f"sw:{BUCKET}/{PREFIX}", str(dest), "--transfers", "8"]
+    return run([copy], rclone_env(server), server)
+
+
+def rclone_verified(server: SeaweedFS, dest: Path) -> Sample:
+    """rclone copy, rclone's own sha256 of every copied file, then an fsync of each: what ours assures.
+
+    Ours fsyncs every file before it becomes visible (a node that loses power must not come back to a
+    renamed file of zeros); without the sync, rclone's page-cache writeback runs after the clock stops.
+    """
+    copy = [rclone_binary(), "copy", f"sw:{BUCKET}/{PREFIX}", str(dest), "--transfers", "8"]
+    hashsum = [rclone_binary(), "hashsum", "sha256", str(dest)]
+    sync = ["sh", "-c", 'exec sync "$1"/*', "sync", str(dest)]  # coreutils sync with files: fsync of each
+    return run([copy, hashsum, sync], rclone_env(server), server)
+
+
+def boto3_loop(server: SeaweedFS, dest: Path) -> Sample:
     code = (
         "import boto3,os,sys\n"
         "c=boto3.client('s3')\n"
         f"for o in c.list_objects_v2(Bucket='{BUCKET}',Prefix='{PREFIX}/')['Contents']:\n"
         f"    c.download_file('{BUCKET}',o['Key'],os.path.join(sys.argv[1],os.path.basename(o['Key'])))\n"
     )
-    return run([sys.executable, "-c", code, str(dest)], env_for(server, READER))
+    return run([[sys.executable, "-c", code, str(dest)]], env_for(server, READER), server)
 
 
 def start_to_serving(extra_env: dict[str, str], model: str) -> float:
@@ -116,27 +181,43 @@ def main() -> int:
         model = work / "model"
         size = build_model(model, args.size_mb)
         push = [sys.executable, "-m", "autoglm_server", "model", "push", str(model), URI]
-        push_s = run(push, env_for(server, ADMIN))
+        push_s = run([push], env_for(server, ADMIN), server).seconds
         files = len(list(model.iterdir()))
         print(f"model: {size / 1e6:.0f} MB in {files} files; model push: {size / 1e6 / push_s:.0f} MB/s")
-        rows: list[tuple[str, list[float]]] = []
+        rows: list[tuple[str, list[Sample]]] = []
         for name, fetch in (
-            ("autoglm model_source", ours),
+            ("autoglm `model fetch` (process start included)", ours),
+            ("autoglm resolve_model in a started process", ours_in_process),
             ("rclone copy", rclone),
+            ("rclone copy + rclone hashsum sha256 + sync", rclone_verified),
             ("boto3 download_file loop", boto3_loop),
         ):
-            times = []
+            samples = []
             for i in range(args.repeats):
-                dest = work / f"{name.split()[0]}-{i}"
+                dest = work / f"fetch-{len(rows)}-{i}"
                 dest.mkdir()
-                times.append(fetch(server, dest))
+                samples.append(fetch(server, dest))
                 shutil.rmtree(dest)
-            rows.append((name, times))
-        print(f"\n| cold download of {size / 1e6:.0f} MB | best s | MB/s (best) | runs (s) |")
-        print("| --- | --- | --- | --- |")
-        for name, times in rows:
-            best = min(times)
-            print(f"| {name} | {best:.2f} | {size / 1e6 / best:.0f} | {', '.join(f'{t:.2f}' for t in times)} |")
+            rows.append((name, samples))
+        print(f"\n| cold download of {size / 1e6:.0f} MB | best s | MB/s (best) | runs (s) | CPU s | SeaweedFS CPU s |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        best: dict[str, float] = {}
+        for name, samples in rows:
+            best[name] = min(x.seconds for x in samples)
+            runs = ", ".join(f"{x.seconds:.2f}" for x in samples)
+            cpu = sum(x.cpu for x in samples) / len(samples)
+            server_cpu = sum(x.server_cpu for x in samples) / len(samples)
+            rate = size / 1e6 / best[name]
+            print(f"| {name} | {best[name]:.2f} | {rate:.0f} | {runs} | {cpu:.2f} | {server_cpu:.2f} |")
+        names = [name for name, _ in rows]
+        cli, started, same_checks = best[names[0]], best[names[1]], best[names[3]]
+        faster = min(best[names[2]], best[names[4]])
+        print(
+            "\nMB/s ratios (best runs), ours / the faster of rclone copy and boto3:"
+            f" `model fetch` {faster / cli:.2f}, in a started process {faster / started:.2f};"
+            f" ours / rclone with the same checks and sync: `model fetch` {same_checks / cli:.2f},"
+            f" in a started process {same_checks / started:.2f}"
+        )
         s3_start = start_to_serving(
             server.env(READER)
             | {"AUTOGLM_MODEL_CACHE_DIR": str(work / "serve-cache"), "AUTOGLM_S3_ADDRESSING_STYLE": "path"},

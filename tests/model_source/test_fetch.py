@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -27,7 +28,15 @@ def test_push_writes_a_manifest_of_every_file(admin: Any, release: str, tiny_mod
     listed = {entry["path"]: entry for entry in manifest["files"]}
     local = {p.name for p in tiny_model_dir.iterdir() if p.is_file()}
     assert set(listed) == local
-    assert listed["model.safetensors"]["size"] == (tiny_model_dir / "model.safetensors").stat().st_size
+    weights = (tiny_model_dir / "model.safetensors").read_bytes()
+    assert listed["model.safetensors"]["size"] == len(weights)
+    # Pushed in 5 MiB parts (the release fixture): each part's sha256 is listed for checks per range.
+    part = listed["model.safetensors"]["part_size"]
+    assert part == 5 * 1024 * 1024
+    expected = [hashlib.sha256(weights[i : i + part]).hexdigest() for i in range(0, len(weights), part)]
+    assert listed["model.safetensors"]["part_sha256"] == expected
+    assert len(expected) > 1
+    assert "part_size" not in listed["config.json"], "a file of one part is covered by its sha256"
 
 
 def test_push_refuses_a_prefix_that_holds_a_release(
@@ -48,7 +57,9 @@ def test_fetch_then_hit_without_reading_an_object(
     assert snapshot.parent.name == "snapshots"
     assert (snapshot / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     marker = json.loads((snapshot / ".autoglm-snapshot.json").read_text())
-    assert "manifest-sha256" in marker["verified_by"]
+    # The weights were checked part by part as they arrived (ranges of 5 MiB: the parts, not the 2 MiB
+    # asked for); config.json, fetched in one range, against its sha256 the same way.
+    assert {"manifest-sha256-parts", "manifest-sha256"} <= set(marker["verified_by"])
     assert not list((snapshot.parent.parent / "incoming").iterdir())
     # The lister identity may list but not read: a second start that GETs anything would fail.
     set_s3_env(monkeypatch, seaweedfs, LISTER)
@@ -80,8 +91,35 @@ def test_changed_bucket_content_is_fetched_again_and_a_flipped_byte_is_caught(
     with pytest.raises(IntegrityError, match=r"model\.safetensors: sha256 .* does not match the manifest"):
         resolve_model(uri, settings(tmp_path / "cache"))
     incoming = Path(first.path).parent.parent / "incoming"
-    assert not any(p.name == "model.safetensors" for p in incoming.rglob("*")), "the bad file is never kept"
+    # Neither the file nor its .part and record: the bad part stopped the fetch and the file was deleted.
+    kept = [p.name for p in incoming.rglob("model.safetensors*")]
+    assert not kept, f"the bad file is never kept: {kept}"
     assert [p.name for p in Path(first.path).parent.iterdir()] == [Path(first.path).name]
+
+
+def test_a_manifest_without_part_hashes_is_still_checked_whole(
+    monkeypatch: pytest.MonkeyPatch, seaweedfs: SeaweedFS, admin: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Releases pushed before part hashes existed: the whole-file sha256 is computed and compared."""
+    uri, prefix = f"s3://{BUCKET}/tiny/whole", "tiny/whole"
+    assert push_release(monkeypatch, seaweedfs, tiny_model_dir, uri, "--model-download-chunk-mib", "2") == 0
+    manifest = json.loads(admin.get_object(Bucket=BUCKET, Key=f"{prefix}/{MANIFEST_NAME}")["Body"].read())
+    for entry in manifest["files"]:
+        entry.pop("part_size", None)
+        entry.pop("part_sha256", None)
+    admin.put_object(Bucket=BUCKET, Key=f"{prefix}/{MANIFEST_NAME}", Body=json.dumps(manifest).encode())
+    set_s3_env(monkeypatch, seaweedfs, READER)
+    fetched = resolve_model(uri, settings(tmp_path / "cache", model_download_chunk_mib=2))
+    marker = json.loads((Path(fetched.path) / ".autoglm-snapshot.json").read_text())
+    assert "manifest-sha256" in marker["verified_by"]
+    assert "manifest-sha256-parts" not in marker["verified_by"]
+
+    key = f"{prefix}/model.safetensors"
+    data = bytearray(admin.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    data[-10] ^= 0x01
+    admin.put_object(Bucket=BUCKET, Key=key, Body=bytes(data))
+    with pytest.raises(IntegrityError, match=r"model\.safetensors: sha256 .* does not match the manifest"):
+        resolve_model(uri, settings(tmp_path / "cache", model_download_chunk_mib=2))
 
 
 def test_two_fetches_at_once_download_once(

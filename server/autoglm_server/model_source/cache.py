@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,10 +67,9 @@ class SourceCache:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise CacheError(f"cannot create the model cache folder {folder}: {exc.strerror}") from None
-        probe = self.root / f".write-probe-{os.getpid()}"
-        try:
-            probe.write_bytes(b"")
-            probe.unlink()
+        try:  # a unique name: two fetches in one process (threads) must not unlink each other's probe
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-probe-"):
+                pass
         except OSError as exc:
             raise CacheError(f"the model cache folder {self.root} is not writable: {exc.strerror}") from None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -25,7 +25,9 @@ from autoglm_server.model_source.errors import (
     SourceUnavailable,
 )
 from autoglm_server.model_source.settings import ModelSourceSettings
-from autoglm_server.model_source.vault_credentials import StaticCredentials, read_vault_credentials
+
+if TYPE_CHECKING:
+    from autoglm_server.model_source.vault_credentials import StaticCredentials
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ def build_client(settings: ModelSourceSettings, vault: VaultSettings | None = No
     if settings.s3_vault_kv_path:
         if vault is None:
             raise CredentialsError("--s3-vault-kv-path is set but no Vault settings were given")
+        # Imported here: hvac costs a `model fetch` without Vault a twentieth of a second at start.
+        from autoglm_server.model_source.vault_credentials import read_vault_credentials
+
         static = read_vault_credentials(vault, settings.s3_vault_kv_path)
     session = boto3.session.Session(
         aws_access_key_id=static.access_key_id if static else None,

@@ -3,10 +3,12 @@
 Every file is cut into chunks of --model-download-chunk-mib; one pool of --model-download-concurrency
 threads fetches chunks of all files at once (a 9B model's few large shards keep every connection
 busy). Each GET carries If-Match with the listed ETag, so an object replaced mid-download fails that
-range instead of mixing two versions. A chunk's bytes go straight to their offset (pwrite); the chunks
-done are recorded next to the part file, so a restarted daemon fetches only what is missing. When a
-file's last chunk lands it is verified (verify.py) while the disk syncs it, then renamed from `.part`
-to its name.
+range instead of mixing two versions. A chunk's bytes are checked against the manifest's part hashes
+while they are in the thread's buffer (a file with part hashes is cut on their boundaries), then go
+straight to their offset (pwrite); the chunks done are recorded next to the part file, so a
+restarted daemon fetches only what is missing. When a file's last chunk lands, what is left to
+verify (sizes, whole-file hashes where no part hashes exist) is checked while the disk syncs it, then
+the file is renamed from `.part` to its name. A file that fails a check is deleted, never kept.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from autoglm_server.model_source.errors import (
     SourceNotFound,
 )
 from autoglm_server.model_source.listing import RemoteFile
+from autoglm_server.model_source.manifest import PartHashes
 from autoglm_server.model_source.progress import Progress
-from autoglm_server.model_source.verify import Digests, Expected, verify_file
+from autoglm_server.model_source.verify import Digests, Expected, RangeVerifier, range_hashes, verify_file
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,10 @@ class _FileState:
     remote: RemoteFile
     final: Path
     expected: Expected
+    chunk_bytes: int  # the plan's, or a multiple of the manifest's part size
     chunks: int
+    parts: PartHashes | None = None  # each range is checked against these as it arrives
+    failed_check: bool = False  # a range did not match: the file is deleted once the others stop
     done: set[int] = field(default_factory=set)
     checks: list[str] = field(default_factory=list)
     digests: Digests | None = None
@@ -97,6 +103,9 @@ class Downloader:
                 self._fetch_all(tasks)
         finally:
             self._syncer.shutdown(wait=True)
+            for s in pending:
+                if s.failed_check:  # a bad file is never kept: the next start fetches it again
+                    _discard(s)
         checks.update({str(s.remote.path): s.checks for s in pending})
         return checks
 
@@ -116,8 +125,13 @@ class Downloader:
 
     def _open(self, remote: RemoteFile, expected: Expected) -> _FileState:
         final = self._folder.joinpath(*remote.path.parts)
-        chunk = self._plan.chunk_bytes
-        state = _FileState(remote, final, expected, chunks=max(1, -(-remote.size // chunk)), digests=Digests(expected))
+        parts = range_hashes(expected, self._plan.chunk_bytes)
+        # Ranges start on part boundaries, so that each one can be checked on its own.
+        chunk = self._plan.chunk_bytes if parts is None else parts.size * max(1, self._plan.chunk_bytes // parts.size)
+        digests = Digests(expected, manifest_sha256=parts is None)
+        state = _FileState(
+            remote, final, expected, chunk, chunks=max(1, -(-remote.size // chunk)), parts=parts, digests=digests
+        )
         if final.exists() and final.stat().st_size == remote.size:
             state.chunks = 0  # renamed only after verification: done in an earlier run
             return state
@@ -140,7 +154,7 @@ class Downloader:
             recorded = json.loads(state.state.read_text())
             if (
                 recorded["etag"] == state.remote.etag
-                and recorded["chunk"] == self._plan.chunk_bytes
+                and recorded["chunk"] == state.chunk_bytes
                 and state.part.stat().st_size == state.remote.size
             ):
                 return {int(i) for i in recorded["done"] if 0 <= int(i) < state.chunks}
@@ -149,11 +163,15 @@ class Downloader:
         return set()
 
     def _chunk(self, state: _FileState, index: int) -> None:
-        start = index * self._plan.chunk_bytes
-        end = min(state.remote.size, start + self._plan.chunk_bytes) - 1
+        start = index * state.chunk_bytes
+        end = min(state.remote.size, start + state.chunk_bytes) - 1
         if end >= start:
             fetch = functools.partial(self._get_range, state, start, end)
-            _with_retries(fetch, self._plan.retries, self._stop, state.expected.where)
+            try:
+                _with_retries(fetch, self._plan.retries, self._stop, state.expected.where)
+            except IntegrityError:
+                state.failed_check = True
+                raise
         with self._lock:
             state.done.add(index)
             self._record(state)
@@ -176,8 +194,8 @@ class Downloader:
         while state.hash_lock.acquire(blocking=False):
             try:
                 while state.hashed in state.done:
-                    start = state.hashed * self._plan.chunk_bytes
-                    digests.update_from(state.part, start, min(state.remote.size, start + self._plan.chunk_bytes))
+                    start = state.hashed * state.chunk_bytes
+                    digests.update_from(state.part, start, min(state.remote.size, start + state.chunk_bytes))
                     state.hashed += 1
             finally:
                 state.hash_lock.release()
@@ -198,12 +216,16 @@ class Downloader:
             raise classify(exc, where=state.expected.where) from exc
         body, offset, written = answer["Body"], start, 0
         buffer = self._buffer()
+        parts = state.parts
+        verifier = None if parts is None else RangeVerifier(parts, state.remote.size, start, state.expected.where)
         try:
             fd = os.open(state.part, os.O_WRONLY)
         except OSError as exc:
             raise CacheError(f"cannot write {state.part}: {exc.strerror}") from None
         try:
             while got := body.readinto(buffer):  # a broken connection raises here and is retried
+                if verifier is not None:
+                    verifier.update(buffer[:got])  # a bad part raises before its bytes are written
                 try:
                     os.pwrite(fd, buffer[:got], offset)
                 except OSError as exc:  # the disk, not the network: no retry helps
@@ -229,7 +251,7 @@ class Downloader:
         return buffer
 
     def _record(self, state: _FileState) -> None:
-        record = {"etag": state.remote.etag, "chunk": self._plan.chunk_bytes, "done": sorted(state.done)}
+        record = {"etag": state.remote.etag, "chunk": state.chunk_bytes, "done": sorted(state.done)}
         staging = state.state.with_suffix(".tmp")
         try:
             staging.write_text(json.dumps(record))
@@ -244,15 +266,15 @@ class Downloader:
         try:
             with state.hash_lock:  # hash what the front has not reached yet
                 if state.digests is not None and state.digests.needed and state.hashed < state.chunks:
-                    start = state.hashed * self._plan.chunk_bytes
+                    start = state.hashed * state.chunk_bytes
                     state.digests.update_from(state.part, start, state.remote.size)
                     state.hashed = state.chunks
-            state.checks = verify_file(state.part, state.expected, state.digests)
+            by_ranges = state.parts is not None
+            state.checks = verify_file(state.part, state.expected, state.digests, sha256_by_ranges=by_ranges)
         except ModelSourceError:
             # A bad file is never kept: the next start fetches it again from the bucket.
             wait([synced])
-            state.part.unlink(missing_ok=True)
-            state.state.unlink(missing_ok=True)
+            _discard(state)
             raise
         try:
             synced.result()
@@ -261,6 +283,11 @@ class Downloader:
         except OSError as exc:
             raise CacheError(f"cannot finish {state.final}: {exc.strerror}") from None
         log.info("fetched %s (%d bytes; checked: %s)", state.remote.path, state.remote.size, ", ".join(state.checks))
+
+
+def _discard(state: _FileState) -> None:
+    state.part.unlink(missing_ok=True)
+    state.state.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

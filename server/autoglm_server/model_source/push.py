@@ -1,6 +1,7 @@
 """`autoglm-server model push DIR s3://bucket/prefix`: publish a model directory as a verifiable release.
 
-Every regular file below DIR (names starting with "." are skipped: caches, lock files) is hashed,
+Every regular file below DIR (names starting with "." are skipped: caches, lock files) is hashed
+(whole, and in parts of --model-download-chunk-mib for files larger than one part: see manifest.py),
 then uploaded through s3transfer (multipart above --multipart-threshold, parts in parallel, each part
 with a CRC32 the server checks). The manifest with every file's size and sha256 goes up last, so a
 prefix with a manifest is a complete release. A prefix that already holds objects is refused unless
@@ -23,7 +24,7 @@ from autoglm_server.model_source.listing import list_prefix
 from autoglm_server.model_source.manifest import MANIFEST_NAME, ManifestEntry, render_manifest
 from autoglm_server.model_source.progress import MIB
 from autoglm_server.model_source.uri import S3Uri, check_relative
-from autoglm_server.model_source.verify import sha256_of
+from autoglm_server.model_source.verify import hash_file
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,14 @@ def push(client: S3Client, folder: Path, uri: S3Uri, *, replace: bool, concurren
             existing = []
         if existing:
             raise InvalidModelUri(f"{uri} already holds {len(existing)} objects; push a new prefix or pass --replace")
-    config = TransferConfig(
-        multipart_threshold=chunk_mib * MIB, multipart_chunksize=chunk_mib * MIB, max_concurrency=concurrency
-    )
+    part_size = chunk_mib * MIB
+    config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=concurrency)
     entries: list[ManifestEntry] = []
     total = 0
     for path, relative in files:
         size = os.path.getsize(path)
-        entries.append(ManifestEntry(relative, size, sha256_of(path)))
+        whole, parts = hash_file(path, part_size)
+        entries.append(ManifestEntry(relative, size, whole, parts))
         key = uri.key(str(relative))
         try:
             client.raw.upload_file(str(path), uri.bucket, key, Config=config, ExtraArgs={"ChecksumAlgorithm": "CRC32"})

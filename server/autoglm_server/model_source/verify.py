@@ -1,7 +1,9 @@
 """A fetched file's bytes against its listed size, its S3 full-object checksum and the manifest.
 
-Only the hashes a file's checks need are computed, and download.py feeds them chunk by chunk while
-the rest of the file is still arriving, so verification adds little after the last byte. S3 checksums are
+Where the manifest lists a file's part hashes (or the file is fetched in one range), each ranged GET
+is checked on its own as it arrives (RangeVerifier), on the downloading thread, from the buffer the
+bytes were just read into. Otherwise only the whole-file hashes a file's checks need are computed,
+and download.py feeds them chunk by chunk while the rest of the file is still arriving. S3 checksums are
 used when the object has a full-object value of an algorithm computable here (CRC32, SHA256, SHA1);
 a composite multipart value (`...-N`) or CRC32C/CRC64NVME is left to the manifest, and the log says
 which checks a file passed.
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoglm_server.model_source.errors import IntegrityError
+from autoglm_server.model_source.manifest import PartHashes
 
 _READ = 8 * 1024 * 1024
 
@@ -34,6 +37,7 @@ class Expected:
     size: int
     sha256: str | None = None  # from the manifest
     checksum: S3Checksum | None = None
+    parts: PartHashes | None = None  # from the manifest, for files larger than one part
 
 
 def checksum_from_head(head: dict[str, object]) -> S3Checksum | None:
@@ -50,9 +54,11 @@ def checksum_from_head(head: dict[str, object]) -> S3Checksum | None:
 class Digests:
     """The running hashes one file needs: only those its checks use (hashing is the costly part)."""
 
-    def __init__(self, expected: Expected) -> None:
+    def __init__(self, expected: Expected, *, manifest_sha256: bool = True) -> None:
+        """manifest_sha256=False: the manifest's sha256 is checked range by range (RangeVerifier) instead."""
         algorithm = expected.checksum.algorithm if expected.checksum is not None else ""
-        self._sha256 = hashlib.sha256() if expected.sha256 is not None or algorithm == "SHA256" else None
+        whole = expected.sha256 is not None and manifest_sha256
+        self._sha256 = hashlib.sha256() if whole or algorithm == "SHA256" else None
         self._sha1 = hashlib.sha1(usedforsecurity=False) if algorithm == "SHA1" else None
         self._crc: int | None = 0 if algorithm == "CRC32" else None
 
@@ -91,11 +97,14 @@ class Digests:
         return self._crc.to_bytes(4, "big")
 
 
-def verify_file(path: Path, expected: Expected, digests: Digests | None = None) -> list[str]:
+def verify_file(
+    path: Path, expected: Expected, digests: Digests | None = None, *, sha256_by_ranges: bool = False
+) -> list[str]:
     """Raise IntegrityError naming the object unless every available check passes; return the checks.
 
     `digests` may arrive already fed with the whole file (download.py hashes chunks as they land);
-    without it the file is read once here.
+    without it the file is read once here. sha256_by_ranges: every range already passed its
+    RangeVerifier, so the manifest's sha256 holds without hashing the file again.
     """
     size = path.stat().st_size
     if size != expected.size:
@@ -113,7 +122,9 @@ def verify_file(path: Path, expected: Expected, digests: Digests | None = None) 
                 " or broke in transit); the file was not used"
             )
         checks.append(f"s3-{expected.checksum.algorithm.lower()}")
-    if expected.sha256 is not None:
+    if expected.sha256 is not None and sha256_by_ranges:
+        checks.append("manifest-sha256-parts" if expected.parts is not None else "manifest-sha256")
+    elif expected.sha256 is not None:
         actual_sha = digests.digest("SHA256").hex()
         if actual_sha != expected.sha256:
             raise IntegrityError(
@@ -124,9 +135,81 @@ def verify_file(path: Path, expected: Expected, digests: Digests | None = None) 
     return checks
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_READ):
-            digest.update(block)
-    return digest.hexdigest()
+def range_hashes(expected: Expected, chunk_bytes: int) -> PartHashes | None:
+    """The hashes a file's ranged GETs can each be checked against, if any.
+
+    The manifest's parts; or, for a file that one range fetches whole, its sha256 as a single part.
+    """
+    if expected.parts is not None:
+        return expected.parts
+    if expected.sha256 is not None and 0 < expected.size <= chunk_bytes:
+        return PartHashes(expected.size, (expected.sha256,))
+    return None
+
+
+class RangeVerifier:
+    """Checks the bytes of one ranged GET, as they arrive, against the part hashes they cover.
+
+    The range must start on a part boundary; a part is checked the moment its last byte is fed, so a
+    bad part stops the download at once. A range cut short leaves its last part unchecked, and the
+    downloader fetches that range again from its start (with a fresh verifier).
+    """
+
+    def __init__(self, parts: PartHashes, file_size: int, start: int, where: str) -> None:
+        if start % parts.size:
+            raise ValueError(f"range start {start} is not on a {parts.size}-byte part boundary")
+        self._parts = parts
+        self._file_size = file_size
+        self._where = where
+        self._index = start // parts.size
+        self._left = self._part_length()
+        self._hash = hashlib.sha256()
+
+    def _part_length(self) -> int:
+        return max(0, min(self._parts.size, self._file_size - self._index * self._parts.size))
+
+    def update(self, block: memoryview) -> None:
+        while len(block):
+            if self._left == 0:
+                raise IntegrityError(f"{self._where}: more bytes arrived than its {self._file_size}")
+            take = min(len(block), self._left)
+            self._hash.update(block[:take])
+            self._left -= take
+            block = block[take:]
+            if self._left == 0:
+                self._check_part()
+
+    def _check_part(self) -> None:
+        actual, wanted = self._hash.hexdigest(), self._parts.sha256[self._index]
+        if actual != wanted:
+            start = self._index * self._parts.size
+            end = start + self._part_length() - 1
+            raise IntegrityError(
+                f"{self._where}: sha256 {actual[:16]}... of bytes {start}-{end} does not match the manifest's"
+                f" {wanted[:16]}... for that part; the file was not used"
+            )
+        self._index += 1
+        self._left = self._part_length() if self._index < len(self._parts.sha256) else 0
+        self._hash = hashlib.sha256()
+
+
+def hash_file(path: Path, part_size: int) -> tuple[str, PartHashes | None]:
+    """A file's sha256 and, when it is larger than one part, the sha256 of each part: one read."""
+    whole = hashlib.sha256()
+    parts: list[str] = []
+    view = memoryview(bytearray(min(_READ, part_size)))
+    with path.open("rb", buffering=0) as handle:
+        while True:
+            part, left = hashlib.sha256(), part_size
+            while left and (got := handle.readinto(view[: min(len(view), left)])):
+                whole.update(view[:got])
+                part.update(view[:got])
+                left -= got
+            if left == part_size:
+                break  # the end of the file: nothing went into this part
+            parts.append(part.hexdigest())
+            if left:
+                break
+    if len(parts) <= 1:
+        return whole.hexdigest(), None
+    return whole.hexdigest(), PartHashes(part_size, tuple(parts))
