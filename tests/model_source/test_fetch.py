@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 
+from autoglm_server.model_source.cache import SourceCache
 from autoglm_server.model_source.cli import model_main
+from autoglm_server.model_source.client import build_client
 from autoglm_server.model_source.errors import CredentialsError, IntegrityError
+from autoglm_server.model_source.listing import read_listing
 from autoglm_server.model_source.manifest import MANIFEST_NAME
 from autoglm_server.model_source.resolve import ResolvedModel, resolve_model
 from autoglm_server.model_source.settings import ModelSourceSettings
+from autoglm_server.model_source.uri import parse_s3_uri
 from tests.helpers.seaweedfs import LISTER, READER, SeaweedFS
 from tests.model_source.conftest import BUCKET, push_release, set_s3_env
 
@@ -88,7 +92,8 @@ def test_changed_bucket_content_is_fetched_again_and_a_flipped_byte_is_caught(
     data = bytearray(admin.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     data[len(data) // 2] ^= 0x01
     admin.put_object(Bucket=BUCKET, Key=key, Body=bytes(data))  # same size, new ETag, not in the manifest
-    with pytest.raises(IntegrityError, match=r"model\.safetensors: sha256 .* does not match the manifest"):
+    # Caught by the part that holds the byte, while the range arrived.
+    with pytest.raises(IntegrityError, match=r"model\.safetensors: sha256 \w+\.\.\. of bytes \d+-\d+ does not match"):
         resolve_model(uri, settings(tmp_path / "cache"))
     incoming = Path(first.path).parent.parent / "incoming"
     # Neither the file nor its .part and record: the bad part stopped the fetch and the file was deleted.
@@ -118,8 +123,39 @@ def test_a_manifest_without_part_hashes_is_still_checked_whole(
     data = bytearray(admin.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     data[-10] ^= 0x01
     admin.put_object(Bucket=BUCKET, Key=key, Body=bytes(data))
-    with pytest.raises(IntegrityError, match=r"model\.safetensors: sha256 .* does not match the manifest"):
+    # Caught by the whole-file hash (no byte range in the message).
+    whole = r"model\.safetensors: sha256 [0-9a-f]{16}\.\.\. does not match the manifest's [0-9a-f]{16}\.\.\.;"
+    with pytest.raises(IntegrityError, match=whole):
         resolve_model(uri, settings(tmp_path / "cache", model_download_chunk_mib=2))
+
+
+def test_resumed_chunks_are_hashed_again_before_they_count(
+    monkeypatch: pytest.MonkeyPatch,
+    seaweedfs: SeaweedFS,
+    release: str,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A power loss can keep the record of fetched chunks and lose their bytes: zeros must not pass."""
+    set_s3_env(monkeypatch, seaweedfs, READER)
+    chosen = settings(tmp_path, model_download_chunk_mib=5)  # the release's parts: one part per range
+    client = build_client(chosen)
+    listing = read_listing(client, parse_s3_uri(release))
+    weights = next(f for f in listing.files if f.path.name == "model.safetensors")
+    incoming = SourceCache(tmp_path, client.endpoint, listing.uri).incoming_dir(listing.snapshot_id)
+    incoming.mkdir(parents=True)
+    (incoming / "model.safetensors.part").write_bytes(bytes(weights.size))
+    chunk = 5 * 1024 * 1024
+    record = {"etag": weights.etag, "chunk": chunk, "done": list(range(-(-weights.size // chunk)))}
+    (incoming / "model.safetensors.part.json").write_text(json.dumps(record))
+
+    resolved = resolve_model(release, chosen)
+    assert (Path(resolved.path) / "model.safetensors").read_bytes() == (
+        tiny_model_dir / "model.safetensors"
+    ).read_bytes()
+    assert resolved.fetched_bytes >= weights.size, "every recorded chunk was fetched again"
+    assert "no longer match the manifest" in caplog.text
 
 
 def test_two_fetches_at_once_download_once(

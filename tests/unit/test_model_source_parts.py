@@ -67,6 +67,16 @@ def test_a_part_list_that_does_not_fit_its_file_is_refused(part_size: int, hashe
         parse_manifest(raw, where="s3://b/m")
 
 
+@pytest.mark.parametrize(("size", "hashes"), [(PART, ["0" * 64]), (10, ["0" * 64]), (0, [])])
+def test_part_hashes_of_fewer_than_two_parts_are_refused(size: int, hashes: list[str]) -> None:
+    """One part is the whole file (and none an empty one): the whole-file sha256 must decide, so that a
+    part hash differing from it, or an empty list beside any sha256, cannot pass a file as verified."""
+    item = {"path": "w.bin", "size": size, "sha256": "1" * 64, "part_size": PART, "part_sha256": hashes}
+    raw = json.dumps({"format": "autoglm-model-manifest/1", "files": [item]}).encode()
+    with pytest.raises(IntegrityError, match="two or more"):
+        parse_manifest(raw, where="s3://b/m")
+
+
 def feed(verifier: RangeVerifier, data: bytes, block: int) -> None:
     view = memoryview(data)
     for i in range(0, len(data), block):
@@ -91,6 +101,15 @@ def test_a_flipped_byte_fails_its_part_naming_the_file_and_the_bytes() -> None:
         IntegrityError, match=rf"s3://b/w\.bin: sha256 .* of bytes {PART}-{2 * PART - 1} does not match"
     ):
         verifier.update(memoryview(bytes(data[PART:])))
+
+
+def test_a_flipped_byte_in_the_short_last_part_is_caught() -> None:
+    data = bytearray(os.urandom(2 * PART + 100))
+    parts = PartHashes(PART, tuple(reference_parts(bytes(data), PART)))
+    data[-1] ^= 0x80
+    verifier = RangeVerifier(parts, len(data), 2 * PART, "s3://b/w.bin")
+    with pytest.raises(IntegrityError, match=rf"of bytes {2 * PART}-{len(data) - 1} does not match"):
+        feed(verifier, bytes(data[2 * PART :]), 37)
 
 
 def test_bytes_past_the_end_of_the_file_are_refused() -> None:

@@ -3,10 +3,11 @@
 Every file is cut into chunks of --model-download-chunk-mib; one pool of --model-download-concurrency
 threads fetches chunks of all files at once (a 9B model's few large shards keep every connection
 busy). Each GET carries If-Match with the listed ETag, so an object replaced mid-download fails that
-range instead of mixing two versions. A chunk's bytes are checked against the manifest's part hashes
-while they are in the thread's buffer (a file with part hashes is cut on their boundaries), then go
-straight to their offset (pwrite); the chunks done are recorded next to the part file, so a
-restarted daemon fetches only what is missing. When a file's last chunk lands, what is left to
+range instead of mixing two versions. A chunk's bytes are hashed against the manifest's part hashes
+while they are in the thread's buffer (a file with part hashes is cut on their boundaries) and go
+straight to their offset (pwrite); a chunk is recorded as done next to the part file only when every
+part in it matched, so a restarted daemon fetches only what is missing (and hashes what it resumes
+once more from disk: a record can outlive its data in a power loss). When a file's last chunk lands, what is left to
 verify (sizes, whole-file hashes where no part hashes exist) is checked while the disk syncs it, then
 the file is renamed from `.part` to its name. A file that fails a check is deleted, never kept.
 """
@@ -138,6 +139,8 @@ class Downloader:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             state.done = self._resume(state)
+            if state.done and parts is not None:
+                state.done = self._recheck(state, parts)
             if not state.done:
                 with state.part.open("wb") as handle:
                     handle.truncate(remote.size)
@@ -161,6 +164,36 @@ class Downloader:
         except (OSError, ValueError, KeyError, TypeError):
             pass
         return set()
+
+    def _recheck(self, state: _FileState, parts: PartHashes) -> set[int]:
+        """The recorded chunks whose bytes on disk still match their part hashes.
+
+        A record is written before the disk has the data (a power loss can leave the record and lose
+        the bytes), and a record left by an older version was never checked per range; with part
+        hashes nothing else would read these bytes again, so they are hashed here, once per resume.
+        """
+        good: set[int] = set()
+        view = self._buffer()
+        with state.part.open("rb", buffering=0) as handle:
+            for index in sorted(state.done):
+                start = index * state.chunk_bytes
+                left = min(state.remote.size, start + state.chunk_bytes) - start
+                verifier = RangeVerifier(parts, state.remote.size, start, state.expected.where)
+                handle.seek(start)
+                try:
+                    while left > 0 and (got := handle.readinto(view[: min(len(view), left)])):
+                        verifier.update(view[:got])
+                        left -= got
+                except IntegrityError:
+                    left = -1
+                if left == 0:
+                    good.add(index)
+        if len(good) < len(state.done):
+            log.warning(
+                "%s: %d of the %d chunks an earlier run recorded no longer match the manifest; fetching them again",
+                state.remote.path, len(state.done) - len(good), len(state.done),
+            )  # fmt: skip
+        return good
 
     def _chunk(self, state: _FileState, index: int) -> None:
         start = index * state.chunk_bytes
@@ -225,7 +258,10 @@ class Downloader:
         try:
             while got := body.readinto(buffer):  # a broken connection raises here and is retried
                 if verifier is not None:
-                    verifier.update(buffer[:got])  # a bad part raises before its bytes are written
+                    # A part is judged once its last byte is hashed, before that byte is written; a
+                    # bad part's earlier bytes may be on disk, but the range is never recorded and
+                    # the file is discarded.
+                    verifier.update(buffer[:got])
                 try:
                     os.pwrite(fd, buffer[:got], offset)
                 except OSError as exc:  # the disk, not the network: no retry helps

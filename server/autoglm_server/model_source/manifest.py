@@ -81,6 +81,9 @@ def _parse_parts(item: dict[str, object], size: int, path: PurePosixPath) -> Par
         isinstance(h, str) and _SHA256.match(h) for h in hashes
     ):
         raise ValueError(f"part_sha256 of {path} does not cover its {size} bytes in parts of {part_size}")
+    if len(hashes) < 2:
+        # One part is the whole file: its hash must be the file's sha256, which is checked instead.
+        raise ValueError(f"part_sha256 of {path} lists {len(hashes)} parts; part hashes are for files of two or more")
     return PartHashes(part_size, tuple(hashes))
 
 
