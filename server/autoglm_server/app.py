@@ -139,6 +139,9 @@ class Daemon:
             ),
             image_limits=ImageLimits.from_settings(settings),
             observers=self._obs.observers,
+            # An s3:// model is named by its URI on both front doors, not by the cache folder the engine
+            # loaded (a path that changes with every snapshot and says where the node keeps its cache).
+            model_id=settings.model if model_source is not None and model_source.remote else "",
         )
 
     async def run(self) -> int:
@@ -191,7 +194,7 @@ class Daemon:
         await self._engine.start()
         if metrics is not None:
             metrics.engine_loaded(time.monotonic() - started)
-        model = self._engine.model
+        model = self._pipeline.model
         logger.info("model %s ready (%s on %s)", model.model_id, model.dtype, model.device)
         if self._stop.is_set():
             # A signal (or an engine death) came while we were starting: never report SERVING,

@@ -45,8 +45,16 @@ def test_serve_from_s3_then_restart_from_the_verified_cache(seaweedfs: SeaweedFS
         assert metrics.value("autoglm_model_fetched_bytes") == metrics.value("autoglm_model_size_bytes") > 10e6
         assert metrics.value("autoglm_model_load_seconds", phase="engine") > 0
         assert "fetching snapshot" in cold.log()
-    with running_daemon(*args, env=_env(seaweedfs, LISTER, tmp_path)) as warm:
-        _answer_both_front_doors(warm.target, warm.http_url, "tiny")
+    # Without --served-model-name the model is named by its URI on both front doors, never by the
+    # cache folder the engine loaded (it changes with each snapshot and tells clients about the node).
+    named_by_uri = ("--auth", "disabled", "--model", release)
+    with running_daemon(*named_by_uri, env=_env(seaweedfs, LISTER, tmp_path)) as warm:
+        _answer_both_front_doors(warm.target, warm.http_url, release)
+        listed = httpx2.get(f"{warm.http_url}/models", timeout=10).json()["data"]
+        assert [m["id"] for m in listed] == [release]
+        assert all("snapshots" not in str(m) for m in listed)
+        with Client(warm.target, timeout=30) as client:
+            assert client.model_info().model_id == release
         assert "verified cache hit" in warm.log()
         assert scrape(warm.admin_url).value("autoglm_model_cache_hit") == 1
         assert scrape(warm.admin_url).value("autoglm_model_fetched_bytes") == 0

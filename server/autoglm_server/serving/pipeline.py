@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from autoglm_server.engine.protocol import Engine
@@ -146,16 +146,23 @@ class ServingPipeline:
         limits: RequestLimits,
         image_limits: images.ImageLimits,
         observers: ObserverFactory = noop_observer_factory,
+        model_id: str = "",
     ) -> None:
+        """model_id: the name to describe the model by when it is not what the engine loaded (an
+        s3:// URI the engine only knows as its cache folder); empty keeps the engine's."""
         self.engine = engine
         self.state = state
         self.limits = limits
         self.image_limits = image_limits
         self._observers = observers
+        self._model_id = model_id
 
     @property
     def model(self) -> ModelDescription:
-        return self.engine.model
+        loaded = self.engine.model
+        if not self._model_id or loaded.model_id == self._model_id:
+            return loaded
+        return replace(loaded, model_id=self._model_id)
 
     def converted(self, call: Call, convert: Callable[[], T]) -> T:
         """Run a front door's wire -> spec conversion; a failure counts as a refused request."""
