@@ -61,9 +61,10 @@ def test_gpu_overlay_requests_a_gpu(rendered: dict[str, list[Doc]]) -> None:
 def test_gpu_overlay_runs_vllm_on_a_verified_s3_model(rendered: dict[str, list[Doc]]) -> None:
     """vLLM engine, its memory share, prefix caching, shared memory for its workers; the model from
     object storage (stable and canary name different releases), the store's keys as a file from a Secret
-    (never in the manifest), the cache on an emptyDir inside the ephemeral-storage limit, and a start-up
-    window sized for a 20 GB download plus vLLM's load."""
+    (never in the manifest), the cache on an emptyDir inside the ephemeral-storage limit, a start-up
+    window sized for a 20 GB download plus vLLM's load, and one served name for both versions."""
     models = {}
+    served_names = set()
     for dep in of_kind(rendered["gpu"], "Deployment"):
         c = k8s.containers(dep)[0]
         env = {e["name"]: e.get("value") for e in c["env"]}
@@ -74,6 +75,7 @@ def test_gpu_overlay_runs_vllm_on_a_verified_s3_model(rendered: dict[str, list[D
         assert int(env["AUTOGLM_TENSOR_PARALLEL_SIZE"]) == int(c["resources"]["limits"]["nvidia.com/gpu"])
         assert int(env["AUTOGLM_MAX_MODEL_LEN"]) > int(env["AUTOGLM_MAX_NEW_TOKENS_LIMIT"])
         models[dep["spec"]["template"]["metadata"]["labels"]["version"]] = env["AUTOGLM_MODEL"]
+        served_names.add(env.get("AUTOGLM_SERVED_MODEL_NAME"))
         assert not any(k in env for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
         mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
@@ -89,6 +91,8 @@ def test_gpu_overlay_runs_vllm_on_a_verified_s3_model(rendered: dict[str, list[D
         window_s = startup["periodSeconds"] * startup["failureThreshold"]
         assert 900 <= window_s <= 3600, window_s
     assert models == {"stable": "s3://models/autoglm-phone-9b/v1", "canary": "s3://models/autoglm-phone-9b/v2"}
+    # A request the mesh sends to either version names the same model (else the canary's share 404s).
+    assert served_names == {"autoglm-phone-9b"}
 
 
 def _gib(quantity: str) -> float:
