@@ -11,10 +11,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from autoglm_server import __version__
 from autoglm_server.errors import StartupError
+
+if TYPE_CHECKING:
+    from autoglm_server.config import Settings
 
 USAGE = f"""autoglm-server {__version__}
 
@@ -88,9 +91,25 @@ def _resolve_model(settings: object) -> object:
     """`--model` as a verified local directory, before any engine exists (an s3:// source is fetched)."""
     from autoglm_server.config import Settings
     from autoglm_server.model_source.resolve import resolve_model
+    from autoglm_server.model_source.streaming import check_streaming
 
     assert isinstance(settings, Settings)
+    check_streaming(settings.model, settings.engine, settings)
     return resolve_model(settings.model, settings, settings)
+
+
+def _streaming_engine_settings(settings: Settings, weights_uri: str) -> Settings:
+    """--s3-weights stream: vLLM reads config and tokenizer from the verified cache folder and streams
+    the safetensors from the bucket (two ordinary vLLM arguments; the engine learns nothing of S3)."""
+    from autoglm_server.model_source.streaming import streamer_environment, streaming_vllm_args
+
+    os.environ.update(streamer_environment(settings))  # read by the streamer in vLLM's spawned processes
+    logging.getLogger("autoglm_server").warning(
+        "model %s: vLLM streams the weights from the bucket (--s3-weights stream); they are NOT checked"
+        " against the manifest (config and tokenizer files are); --s3-weights cache checks every byte",
+        weights_uri,
+    )
+    return settings.model_copy(update={"vllm_arg": [*settings.vllm_arg, *streaming_vllm_args(weights_uri)]})
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -116,6 +135,8 @@ async def _serve(settings: object, resolved: object) -> int:
     assert isinstance(resolved, ResolvedModel)
     # The engines load the resolved directory: they never see the URI or the credentials.
     engine_settings = settings.model_copy(update={"model": resolved.path}) if resolved.remote else settings
+    if resolved.weights_uri:
+        engine_settings = _streaming_engine_settings(engine_settings, resolved.weights_uri)
     engine: Engine
     if getattr(settings, "engine", "builtin") == "vllm":
         # Imported only when chosen: vllm is an optional dependency (the `vllm` extra).

@@ -64,3 +64,19 @@ def test_vllm_serves_from_s3_then_from_the_verified_cache(seaweedfs: SeaweedFS, 
         _answer(warm.target, warm.http_url)
         assert "verified cache hit" in warm.log()
         assert scrape(warm.admin_url).value("autoglm_model_fetched_bytes") == 0
+
+
+def test_vllm_streams_the_weights_from_the_bucket_with_s3_weights_stream(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    """--s3-weights stream: config and tokenizer come verified from the cache, the safetensors from the
+    bucket through vLLM's Run:ai streamer (the cache never holds them), and the log says they go unchecked."""
+    vllm_args = [arg for item in TEST_VLLM_ARGS for arg in ("--vllm-arg", item)]
+    env = {**seaweedfs.env(READER), "AUTOGLM_MODEL_CACHE_DIR": str(tmp_path), "AUTOGLM_S3_ADDRESSING_STYLE": "path"}
+    args = ("--engine", "vllm", "--model", URI, "--served-model-name", "llama", "--auth", "disabled")
+    with running_daemon(*args, "--s3-weights", "stream", *vllm_args, env=env, timeout=600) as streamed:
+        _answer(streamed.target, streamed.http_url)
+        assert "NOT checked against the manifest" in streamed.log()
+        metrics = scrape(streamed.admin_url)
+        assert metrics.value("autoglm_model_size_bytes") > 1_000_000 > metrics.value("autoglm_model_fetched_bytes") > 0
+    cached = sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    assert "config.json" in cached
+    assert not [name for name in cached if name.endswith(".safetensors")], cached

@@ -1,7 +1,8 @@
 """Where a model comes from: `--model s3://bucket/prefix` becomes a verified local directory.
 
 The source resolves once, in cli.py, before any engine is built: engines receive a directory and never
-see a URI, a credential or a network error (an import-linter contract in pyproject.toml keeps them
+see a credential or a network error (with --s3-weights stream, vLLM gets
+the weights' URI as an ordinary vLLM argument) (an import-linter contract in pyproject.toml keeps them
 apart). The steps, one module each:
 
     uri.py       parse s3://bucket/prefix; refuse keys that would leave the cache directory
@@ -12,5 +13,6 @@ apart). The steps, one module each:
     download.py  parallel ranged GETs into .part files, resumable, retried with backoff
     verify.py    sizes, S3 full-object checksums, the sha256 manifest
     resolve.py   the one entry point: resolve_model(settings) -> ResolvedModel
+    streaming.py --s3-weights stream: the safetensors stay in the bucket for vLLM's Run:ai streamer
     push.py      `autoglm-server model push DIR s3://...`: multipart upload and the manifest
 """

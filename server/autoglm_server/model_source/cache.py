@@ -125,6 +125,7 @@ class SourceCache:
             "snapshot": snapshot,
             "source": str(listing.uri),
             "files": {str(f.path): {"size": f.size, "etag": f.etag} for f in listing.files},
+            "left_in_the_bucket": [str(f.path) for f in listing.streamed],  # --s3-weights stream
             "verified_by": verified_by,
             "fetched_at": int(time.time()),
         }

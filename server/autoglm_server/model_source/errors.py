@@ -7,7 +7,8 @@
     ├── IncompleteModel       72  the prefix lacks config.json or the weights it names
     ├── IntegrityError        65  a file's bytes disagree with its size, S3 checksum or the manifest
     ├── SourceUnavailable     69  the server cannot be reached (after retries with backoff)
-    └── CacheError            73  the cache directory cannot be written
+    ├── CacheError            73  the cache directory cannot be written
+    └── StreamingUnsupported  78  --s3-weights stream asked where it cannot work (engine, Vault, no streamer)
 
 The codes follow sysexits.h where one fits. Messages name the bucket, the key or the path, never a
 credential: botocore's error texts carry the server's code and message, not the request's secrets.
@@ -50,3 +51,7 @@ class SourceUnavailable(ModelSourceError):
 
 class CacheError(ModelSourceError):
     exit_code = 73
+
+
+class StreamingUnsupported(ModelSourceError):
+    exit_code = 78

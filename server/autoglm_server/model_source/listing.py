@@ -20,6 +20,7 @@ from autoglm_server.model_source.uri import S3Uri, relative_key
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+STREAMED_SUFFIX = ".safetensors"  # the only weights format vLLM's Run:ai streamer reads
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
@@ -34,22 +35,40 @@ class RemoteFile:
 @dataclass(frozen=True, slots=True)
 class Listing:
     uri: S3Uri
-    files: tuple[RemoteFile, ...]  # the model's files (the manifest object not among them)
+    files: tuple[RemoteFile, ...]  # the files to fetch into the cache (the manifest object not among them)
     manifest_file: RemoteFile | None = None
     manifest: dict[PurePosixPath, ManifestEntry] | None = field(default=None)
+    streamed: tuple[RemoteFile, ...] = ()  # weights vLLM's streamer reads from the bucket (--s3-weights stream)
 
     @property
     def total_bytes(self) -> int:
+        """The bytes the cache holds for this listing (streamed weights stay in the bucket)."""
         return sum(f.size for f in self.files)
 
     @property
+    def model_files(self) -> tuple[RemoteFile, ...]:
+        return (*self.files, *self.streamed)
+
+    @property
     def snapshot_id(self) -> str:
-        """A digest of every object's path, size and ETag, the manifest's included."""
+        """A digest of every object's path, size and ETag, the manifest's included.
+
+        Streamed weights count too (new weights in the bucket make a new snapshot, whose manifest is
+        read again), marked so that a streamed snapshot never passes for a complete one.
+        """
         digest = hashlib.sha256()
         every = [*self.files, *([self.manifest_file] if self.manifest_file else [])]
         for f in sorted(every, key=lambda f: f.key):
             digest.update(f"{f.path}\t{f.size}\t{f.etag}\n".encode())
+        for f in sorted(self.streamed, key=lambda f: f.key):
+            digest.update(f"streamed\t{f.path}\t{f.size}\t{f.etag}\n".encode())
         return digest.hexdigest()[:20]
+
+    def streaming(self) -> Listing:
+        """This listing with its safetensors left in the bucket for vLLM's streamer; the rest is fetched."""
+        weights = tuple(f for f in self.model_files if f.path.name.endswith(STREAMED_SUFFIX))
+        rest = tuple(f for f in self.model_files if f not in weights)
+        return Listing(self.uri, rest, self.manifest_file, self.manifest, weights)
 
 
 def list_prefix(client: S3Client, uri: S3Uri) -> list[RemoteFile]:
@@ -82,7 +101,7 @@ def read_listing(client: S3Client, uri: S3Uri) -> Listing:
 def with_manifest(client: S3Client, listing: Listing) -> Listing:
     """The listing with its manifest read (one small GET) and checked to describe a whole model."""
     manifest = None if listing.manifest_file is None else _read_manifest(client, listing.uri, listing.manifest_file)
-    complete = Listing(listing.uri, listing.files, listing.manifest_file, manifest)
+    complete = Listing(listing.uri, listing.files, listing.manifest_file, manifest, listing.streamed)
     check_complete(complete)
     return complete
 
@@ -100,7 +119,7 @@ def _read_manifest(client: S3Client, uri: S3Uri, f: RemoteFile) -> dict[PurePosi
 
 def check_complete(listing: Listing) -> None:
     """IncompleteModel naming what a loader would miss; IntegrityError for files the manifest disowns."""
-    paths = {f.path for f in listing.files}
+    paths = {f.path for f in listing.model_files}
     where = str(listing.uri)
     if PurePosixPath("config.json") not in paths:
         raise IncompleteModel(f"{where} has no config.json: not a model directory")
@@ -113,7 +132,7 @@ def check_complete(listing: Listing) -> None:
         extra = sorted(str(p) for p in paths if p not in listing.manifest)
         if extra:
             raise IntegrityError(f"{where} holds files its manifest does not list: {', '.join(extra[:5])}")
-        for f in listing.files:
+        for f in listing.model_files:
             listed = listing.manifest[f.path].size
             if f.size != listed:
                 raise IntegrityError(f"s3://{listing.uri.bucket}/{f.key} is {f.size} bytes, the manifest says {listed}")

@@ -49,6 +49,7 @@ class ResolvedModel:
     total_bytes: int = 0
     fetched_bytes: int = 0
     seconds: float = 0.0
+    weights_uri: str = ""  # --s3-weights stream: vLLM streams the safetensors from here, not from `path`
 
     @property
     def remote(self) -> bool:
@@ -63,6 +64,10 @@ def resolve_model(model: str, settings: ModelSourceSettings, vault: VaultSetting
     uri = parse_s3_uri(model)
     client = build_client(settings, vault)
     listing = read_listing(client, uri)
+    if settings.s3_weights == "stream":
+        listing = listing.streaming()
+        if not listing.streamed:
+            raise IncompleteModel(f"{uri} has no *.safetensors: --s3-weights stream reads safetensors only")
     cache = SourceCache(settings.model_cache_dir, client.endpoint, uri)
     cache.prepare()
     with cache.locked():
@@ -105,9 +110,10 @@ def _resolved(path: Path, listing: Listing, hit: bool, fetched: int, started: fl
         source=str(listing.uri),
         snapshot=listing.snapshot_id,
         cache_hit=hit,
-        total_bytes=listing.total_bytes,
+        total_bytes=sum(f.size for f in listing.model_files),
         fetched_bytes=fetched,
         seconds=time.monotonic() - started,
+        weights_uri=str(listing.uri) if listing.streamed else "",
     )
 
 
@@ -138,7 +144,7 @@ def _check_index(folder: Path, listing: Listing) -> None:
     index = folder / SAFETENSORS_INDEX
     if not index.exists():
         return
-    present = {str(f.path) for f in listing.files}
+    present = {str(f.path) for f in listing.model_files}
     missing = sorted(s for s in shards_named_by_index(index.read_bytes()) if s not in present)
     if missing:
         names = ", ".join(missing[:5])
@@ -155,5 +161,6 @@ def describe(resolved: ResolvedModel) -> str:
             "total_bytes": resolved.total_bytes,
             "fetched_bytes": resolved.fetched_bytes,
             "seconds": round(resolved.seconds, 3),
+            "weights_streamed_from": resolved.weights_uri or None,
         }
     )

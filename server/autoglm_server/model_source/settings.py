@@ -32,6 +32,13 @@ class ModelSourceSettings(BaseModel):
         description="a Vault KV v2 secret (mount/path) holding access_key_id and secret_access_key"
         " (optional session_token) to use instead of the AWS chain; logs in like the key source",
     )
+    s3_weights: Literal["cache", "stream"] = Field(
+        "cache",
+        description="how the vLLM engine gets an s3:// model's weights: cache (default) downloads them into"
+        " --model-cache-dir and checks every byte against the manifest before loading; stream lets vLLM's"
+        " Run:ai model streamer read the safetensors from the bucket into memory (no local copy; NOT checked"
+        " against the manifest; the other files are still fetched and verified; AWS chain credentials only)",
+    )
     model_download_concurrency: int = Field(8, ge=1, le=256, description="ranged GETs in flight at once")
     model_download_chunk_mib: int = Field(16, ge=1, le=1024, description="size of one ranged GET, in MiB")
     model_download_retries: int = Field(
