@@ -1,9 +1,9 @@
 """Where a model comes from: `--model s3://bucket/prefix` becomes a verified local directory.
 
 The source resolves once, in cli.py, before any engine is built: engines receive a directory and never
-see a credential or a network error (with --s3-weights stream, vLLM gets
-the weights' URI as an ordinary vLLM argument) (an import-linter contract in pyproject.toml keeps them
-apart). The steps, one module each:
+see a credential or a network error (an import-linter contract in pyproject.toml keeps them apart).
+With --s3-weights stream, vLLM also gets the weights' URI, as an ordinary vLLM argument. The steps,
+one module each:
 
     uri.py       parse s3://bucket/prefix; refuse keys that would leave the cache directory
     settings.py  the --model-cache-dir, --s3-* and --model-download-* settings
