@@ -55,6 +55,12 @@ def test_serve_from_s3_then_restart_from_the_verified_cache(seaweedfs: SeaweedFS
         assert all("snapshots" not in str(m) for m in listed)
         with Client(warm.target, timeout=30) as client:
             assert client.model_info().model_id == release
+        # Messages name it the same way (builtin:tiny has no chat template: a 400 that names the model).
+        chat = {"model": release, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        refused = httpx2.post(f"{warm.http_url}/chat/completions", json=chat, timeout=30)
+        assert refused.status_code == 400
+        assert release in refused.text
+        assert "snapshots" not in refused.text
         assert "verified cache hit" in warm.log()
         assert scrape(warm.admin_url).value("autoglm_model_cache_hit") == 1
         assert scrape(warm.admin_url).value("autoglm_model_fetched_bytes") == 0

@@ -177,7 +177,7 @@ class ServingPipeline:
         observer = self._observers(call.method, call.protocol)
         try:
             self.state.check_admission()
-            model = self.engine.model
+            model = self.model
             valid = validate.check_options(options, model=model, limits=self.limits, names=call.names)
             ids, field = await self._prompt_ids(prompt, call.names)
             request = validate.build_request(valid, ids, model=model, call=call.context, prompt_field=field)
@@ -194,7 +194,7 @@ class ServingPipeline:
         observer = self._observers(call.method, call.protocol)
         try:
             self.state.check_admission()
-            model = self.engine.model
+            model = self.model
             valid = validate.check_options(options, model=model, limits=self.limits, names=call.names)
             chat.check_messages(messages, model, self.image_limits, call.names)
             decoded = await chat.decode_messages(messages, self.image_limits, call.names)
@@ -217,7 +217,7 @@ class ServingPipeline:
 
     async def tokenize(self, text: str, add_special_tokens: bool, names: FieldNames) -> list[int]:
         self.state.check_admission()
-        validate.check_text_size(names("text"), text, self.engine.model)
+        validate.check_text_size(names("text"), text, self.model)
         return await self._tokenize(text, add_special_tokens)
 
     async def _submit(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
@@ -227,7 +227,7 @@ class ServingPipeline:
         return await self.engine.submit(request)
 
     async def _prompt_ids(self, prompt: Prompt, names: FieldNames) -> tuple[list[int], str]:
-        model = self.engine.model
+        model = self.model
         if isinstance(prompt, TextPrompt):
             field = names("text")
             if not prompt.text:
