@@ -75,9 +75,14 @@ def _half_sent(daemon: Daemon, declared: int = 500) -> socket.socket:
     return sock
 
 
-def _trickle(sock: socket.socket, stop: threading.Event) -> None:
-    """One byte every 0.2 s: never idle for long, yet the whole body would take minutes."""
-    while not stop.is_set():
+def _trickle(sock: socket.socket, stop: threading.Event, until: float) -> None:
+    """One byte every 0.2 s: never idle for long, yet the whole body would take minutes.
+
+    It stops at `until` (monotonic), short of the deadline: a byte that lands as the daemon closes stays
+    unread, and the kernel answers a close with unread bytes by a reset, which can destroy the 408
+    already on its way (CI saw ConnectionResetError here once).
+    """
+    while not stop.is_set() and time.monotonic() < until:
         answered, _, _ = select.select([sock], [], [], 0.2)
         if answered:  # stop writing into a connection the daemon closes (a reset could lose its answer)
             return
@@ -120,7 +125,10 @@ def test_a_stalled_or_trickling_body_gets_408_and_is_closed_while_others_are_ser
     stalled = [_half_sent(daemon) for _ in range(3)]
     trickling = _half_sent(daemon)
     stop = threading.Event()
-    trickler = threading.Thread(target=_trickle, args=(trickling, stop), daemon=True)
+    # Trickles for 2.4 of the 3 s: far longer than any idle gap (0.2 s), so only a deadline on the
+    # whole body can cut it.
+    until = opened + BODY_TIMEOUT_S - 0.6
+    trickler = threading.Thread(target=_trickle, args=(trickling, stop, until), daemon=True)
     trickler.start()
     try:
         # Meanwhile the daemon serves everyone else, while the four connections still wait for their answer.
